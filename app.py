@@ -1,0 +1,297 @@
+"""The Flask app: producer page and API, consumer page fed live over Socket.IO, health endpoints.
+
+    python app.py                      # producer + consumer on http://127.0.0.1:5000, embedded SQS
+    APP_MODE=consumer python app.py    # what mirrord runs locally against the deployed consumer
+    gunicorn -w 1 --threads 50 'app:create_app()'
+
+Where things happen:
+- a message is sent:     sqs_producer.SqsProducer.produce   (POST /produce)
+- a message is received: sqs_consumer.SqsConsumer._poll_once
+- a message is emitted:  deliver_to_browsers below (the consumer's handler)
+- a message is deleted:  sqs_consumer.SqsConsumer._delete, after the handler returned
+"""
+
+import os
+
+# eventlet must patch the standard library before anything imports ssl, boto3 or botocore.
+if os.environ.get("ASYNC_MODE", "").strip().lower() == "eventlet":
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import collections  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from flask import Flask, jsonify, render_template, request, send_from_directory  # noqa: E402
+from flask_socketio import SocketIO  # noqa: E402
+from werkzeug.exceptions import HTTPException  # noqa: E402
+
+from settings import Settings, SettingsError  # noqa: E402
+from sqs_consumer import ReceivedMessage, SqsConsumer  # noqa: E402
+from sqs_producer import ProduceError, SqsProducer  # noqa: E402
+from sqs_queue import SQS_ERRORS, EmbeddedSqs, SqsQueue, describe_error, make_client  # noqa: E402
+
+log = logging.getLogger("app")
+
+SOCKET_IO_CLIENT_DIR = Path(__file__).resolve().parent / "node_modules" / "socket.io-client" / "dist"
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+READY_CACHE_SECONDS = 1.0
+# A poll loop that has not finished a receive for this long past its wait time is stuck.
+HEALTH_GRACE_SECONDS = 45
+
+
+class SimulatedFailure(Exception):
+    """Raised for messages carrying the `simulate_failure` attribute, to show retries and the DLQ."""
+
+
+class SqsApp:
+    """Everything the routes share: settings, the queue, the producer, the consumer, recent messages."""
+
+    def __init__(self, settings: Settings, socketio: SocketIO):
+        self.settings = settings
+        self.socketio = socketio
+        self.started_at = time.time()
+        self.embedded = EmbeddedSqs() if settings.backend == "embedded" else None
+        endpoint = self.embedded.endpoint_url if self.embedded else settings.endpoint_url
+        # The poller's read timeout must outlast its long poll; it retries by itself with backoff.
+        poll_client = make_client(settings, endpoint, read_timeout=settings.wait_time_seconds + 10,
+                                  max_attempts=1)
+        send_client = make_client(settings, endpoint, read_timeout=10)
+        # Readiness answers in well under a second, whatever the long poll is doing.
+        self.probe_client = make_client(settings, endpoint, read_timeout=1, connect_timeout=0.5,
+                                        max_attempts=1)
+        # One queue, resolved once, shared by the producer, the consumer and the probes.
+        self.queue = SqsQueue(send_client, settings, endpoint)
+        self.producer = SqsProducer(send_client, self.queue) if settings.runs_producer else None
+        self.history: collections.deque = collections.deque(maxlen=settings.history_size)
+        self.consumer = None
+        if settings.runs_consumer:
+            self.consumer = SqsConsumer(
+                poll_client, self.queue, self.deliver_to_browsers,
+                wait_time_seconds=settings.wait_time_seconds, max_messages=settings.max_messages,
+                visibility_timeout=settings.visibility_timeout, on_event=self.on_consumer_event,
+                spawn=socketio.start_background_task)
+        self._ready_lock = threading.Lock()
+        self._ready_cache: tuple[float, int, dict] | None = None
+
+    # -- consumer side -------------------------------------------------------------------------
+
+    def deliver_to_browsers(self, message: ReceivedMessage) -> None:
+        """The consumer's handler: one `sqs_message` event per message. Put a breakpoint here."""
+        if "simulate_failure" in message.attributes:
+            raise SimulatedFailure(f"simulated failure (attempt {message.receive_count})")
+        event = {
+            "id": message.message_id,
+            "body": message.body,
+            "json": _parse_json(message.body),
+            "attributes": message.attributes_as_text(),
+            "receive_count": message.receive_count,
+            "sent_at": message.sent_timestamp_ms,
+            "received_at": int(message.received_at * 1000),
+            "group_id": message.group_id,
+            "consumer": self.settings.consumer_name,
+        }
+        self.history.append(event)
+        self.socketio.emit("sqs_message", event)
+
+    def on_consumer_event(self, name: str, details: dict) -> None:
+        if name == "failed":
+            message = details["message"]
+            self.socketio.emit("sqs_message_failed", {
+                "id": message.message_id, "error": details["error"],
+                "receive_count": message.receive_count, "consumer": self.settings.consumer_name})
+        if name in ("deleted", "failed", "error", "recovered", "stopped"):
+            self.socketio.emit("consumer_status", self.consumer_status())
+
+    def consumer_status(self) -> dict:
+        stats = self.consumer.stats.snapshot() if self.consumer else None
+        return {"consumer": self.settings.consumer_name, "stats": stats, "queue": self.queue.describe()}
+
+    def start(self) -> None:
+        self.socketio.start_background_task(self._resolve_queue_early)
+        if self.consumer:
+            self.consumer.start()
+
+    def _resolve_queue_early(self) -> None:
+        """Resolve (or create) the queue at start, so the log and the page show its URL at once."""
+        try:
+            self.queue.info()
+        except SQS_ERRORS as exc:
+            log.warning("queue %s not available yet (%s); will retry on use", self.queue.name,
+                        describe_error(exc))
+
+    def stop(self, timeout: float) -> bool:
+        return self.consumer.stop(timeout) if self.consumer else True
+
+    # -- health --------------------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict]:
+        if not self.consumer:
+            return 200, {"status": "ok"}
+        age = self.consumer.seconds_since_last_poll()
+        if age is None:
+            age = time.time() - self.started_at
+        limit = self.settings.wait_time_seconds + HEALTH_GRACE_SECONDS
+        if not self.consumer.running:
+            return 503, {"status": "poll loop not running", "state": self.consumer.stats.state}
+        if age > limit:
+            return 503, {"status": f"poll loop silent for {age:.0f}s (limit {limit}s)"}
+        return 200, {"status": "ok", "seconds_since_last_poll": round(age, 1)}
+
+    def readiness(self) -> tuple[int, dict]:
+        with self._ready_lock:
+            cached = self._ready_cache
+            if cached and time.monotonic() - cached[0] < READY_CACHE_SECONDS:
+                return cached[1], cached[2]
+            try:
+                url = self.queue.info(client=self.probe_client).url
+                attrs = self.probe_client.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                                  "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+                answer = 200, {"status": "ready", "queue_url": url,
+                               "messages_visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
+                               "messages_in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))}
+            except SQS_ERRORS as exc:
+                answer = 503, {"status": "not ready", "reason": describe_error(exc), **self.queue.describe()}
+            self._ready_cache = (time.monotonic(), *answer)
+            return answer
+
+
+def create_app(settings: Settings | None = None, *, start_consumer: bool = True) -> Flask:
+    """Build the app from `settings` (the environment by default) and start its consumer."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    socketio = SocketIO(app, async_mode=settings.async_mode,
+                        # None: same origin only. Extra origins are listed in CORS_ALLOWED_ORIGINS.
+                        cors_allowed_origins=list(settings.cors_allowed_origins) or None)
+    state = SqsApp(settings, socketio)
+    app.extensions["sqs_app"] = state
+    _register_routes(app, state)
+    _register_socket_events(socketio, state)
+    log.info("mode=%s async=%s consumer=%s backend=%s endpoint=%s region=%s queue=%s",
+             settings.app_mode, settings.async_mode, settings.consumer_name,
+             *(state.queue.describe()[k] for k in ("backend", "endpoint", "region", "queue_name")))
+    if not (SOCKET_IO_CLIENT_DIR / "socket.io.min.js").is_file():
+        log.warning("the Socket.IO browser client is missing (run `npm ci`): pages will not update live")
+    if start_consumer:
+        state.start()
+    return app
+
+
+def _register_routes(app: Flask, state: SqsApp) -> None:
+    settings = state.settings
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        # JSON for every error, never an HTML page or a traceback.
+        return jsonify({"error": exc.description, "field": None}), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        log.exception("unexpected error")
+        return jsonify({"error": f"internal error: {type(exc).__name__}", "field": None}), 500
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", settings=settings, queue=state.queue.describe())
+
+    @app.post("/produce")
+    def produce():
+        if not state.producer:
+            return jsonify({"error": f"this instance runs APP_MODE={settings.app_mode}: no producer",
+                            "field": None}), 404
+        if not request.is_json:
+            # Also refuses cross-site HTML form posts, which cannot send application/json.
+            return jsonify({"error": "send the request as JSON with Content-Type: application/json",
+                            "field": "Content-Type"}), 415
+        payload = request.get_json(silent=True)
+        if payload is None:
+            return jsonify({"error": "the request body is not valid JSON", "field": "body"}), 400
+        try:
+            return jsonify(state.producer.produce(payload))
+        except ProduceError as exc:
+            return jsonify(exc.to_json()), exc.status
+
+    @app.get("/healthz")
+    def healthz():
+        status, body = state.health()
+        return jsonify(body), status
+
+    @app.get("/readyz")
+    def readyz():
+        status, body = state.readiness()
+        return jsonify(body), status
+
+    @app.get("/status")
+    def status():
+        return jsonify({"mode": settings.app_mode, "async_mode": settings.async_mode,
+                        **state.consumer_status()})
+
+    @app.get("/vendor/socket.io.min.js")
+    def socket_io_client():
+        if not (SOCKET_IO_CLIENT_DIR / "socket.io.min.js").is_file():
+            return jsonify({"error": "Socket.IO browser client not installed: run `npm ci`", "field": None}), 404
+        return send_from_directory(SOCKET_IO_CLIENT_DIR, "socket.io.min.js", max_age=3600)
+
+
+def _register_socket_events(socketio: SocketIO, state: SqsApp) -> None:
+    @socketio.on("connect")
+    def on_connect(auth=None):
+        # Late joiners see what they missed, up to HISTORY_SIZE messages, oldest first.
+        socketio.emit("sqs_history", {"messages": list(state.history)}, to=request.sid)
+        socketio.emit("consumer_status", state.consumer_status(), to=request.sid)
+
+
+def _parse_json(body: str):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    state: SqsApp = app.extensions["sqs_app"]
+    socketio: SocketIO = app.extensions["socketio"]
+
+    def shut_down(signum, _frame):
+        log.info("%s received: stopping the consumer, finishing messages in hand",
+                 signal.Signals(signum).name)
+        if not state.stop(timeout=settings.visibility_timeout):
+            log.warning("messages still in hand at exit; SQS will redeliver them")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    # Never debug=True: the reloader would start a second, hidden consumer.
+    socketio.run(app, host=settings.host, port=settings.port, debug=False, use_reloader=False,
+                 log_output=False, allow_unsafe_werkzeug=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

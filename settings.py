@@ -1,0 +1,153 @@
+"""Configuration: every environment variable the app reads, read here and nowhere else.
+
+`Settings.from_env()` turns the environment into one typed, validated object. A bad value
+raises `SettingsError` whose message is one line naming the variable and what it accepts;
+`app.py` prints that line and exits, so a typo never becomes a half-working consumer.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Mapping
+
+APP_MODES = ("producer", "consumer", "all")
+ASYNC_MODES = ("threading", "eventlet")
+# embedded: an in-process moto server; endpoint: AWS_ENDPOINT_URL(_SQS), e.g. LocalStack;
+# aws: real AWS through the standard credential chain.
+SQS_BACKENDS = ("embedded", "endpoint", "aws")
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
+
+
+class SettingsError(ValueError):
+    """A configuration value is unusable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_mode: str = "all"
+    async_mode: str = "threading"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    region: str = "us-east-1"
+    backend: str = "embedded"
+    endpoint_url: str | None = None
+    queue_name: str = "sample-queue"
+    queue_url: str | None = None
+    create_queue: bool = True
+    max_receive_count: int = 5
+    wait_time_seconds: int = 20
+    visibility_timeout: int = 30
+    max_messages: int = 10
+    history_size: int = 50
+    consumer_name: str = field(default_factory=socket.gethostname)
+    cors_allowed_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def runs_producer(self) -> bool:
+        return self.app_mode in ("producer", "all")
+
+    @property
+    def runs_consumer(self) -> bool:
+        return self.app_mode in ("consumer", "all")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read and validate the environment (``os.environ`` unless one is given)."""
+        env = _Env(os.environ if environ is None else environ)
+
+        endpoint_url = env.text("AWS_ENDPOINT_URL_SQS") or env.text("AWS_ENDPOINT_URL")
+        backend = env.choice("SQS_BACKEND", SQS_BACKENDS,
+                             default="endpoint" if endpoint_url else "embedded")
+        if backend == "endpoint" and not endpoint_url:
+            raise SettingsError("SQS_BACKEND=endpoint needs AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_SQS "
+                                "(for example http://localhost:4566)")
+        if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+            raise SettingsError(f"AWS_ENDPOINT_URL(_SQS) must start with http:// or https://, "
+                                f"got {endpoint_url!r}")
+        if backend == "embedded":
+            endpoint_url = None  # the embedded server picks its own port
+
+        queue_url = env.text("QUEUE_URL")
+        queue_name = env.text("QUEUE_NAME") or "sample-queue"
+        if queue_url and not queue_url.startswith(("http://", "https://")):
+            raise SettingsError(f"QUEUE_URL must be a full https:// or http:// queue URL, got {queue_url!r}")
+        if not queue_url:
+            _check_queue_name(queue_name)
+
+        return cls(
+            app_mode=env.choice("APP_MODE", APP_MODES, default="all"),
+            async_mode=env.choice("ASYNC_MODE", ASYNC_MODES, default="threading"),
+            host=env.text("HOST") or "127.0.0.1",
+            port=env.integer("PORT", 5000, 1, 65535),
+            region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION") or "us-east-1",
+            backend=backend,
+            endpoint_url=endpoint_url,
+            queue_name=queue_name,
+            queue_url=queue_url,
+            # Creating queues is expected on the embedded endpoint and LocalStack; on AWS it
+            # must be asked for, since it costs money and needs IAM rights.
+            create_queue=env.boolean("CREATE_QUEUE", default=backend != "aws"),
+            max_receive_count=env.integer("MAX_RECEIVE_COUNT", 5, 1, 1000),
+            wait_time_seconds=env.integer("WAIT_TIME_SECONDS", 20, 0, 20),
+            visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 30, 1, 43200),
+            max_messages=env.integer("MAX_MESSAGES", 10, 1, 10),
+            history_size=env.integer("HISTORY_SIZE", 50, 0, 1000),
+            consumer_name=env.text("CONSUMER_NAME") or env.text("POD_NAME") or socket.gethostname(),
+            cors_allowed_origins=tuple(o.strip() for o in (env.text("CORS_ALLOWED_ORIGINS") or "").split(",")
+                                       if o.strip()),
+            log_level=env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
+                                 transform=str.upper),
+        )
+
+
+def _check_queue_name(name: str) -> None:
+    base = name[:-5] if name.endswith(".fifo") else name
+    if not (1 <= len(name) <= 80) or not base or not all(c.isascii() and (c.isalnum() or c in "-_")
+                                                         for c in base):
+        raise SettingsError(f"QUEUE_NAME must be 1-80 letters, digits, '-' or '_' (FIFO names end in "
+                            f"'.fifo'), got {name!r}")
+
+
+class _Env:
+    """Typed reads of one environment mapping; every error names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def choice(self, name, allowed, default, transform=str.lower):
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = transform(raw)
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number from {low} to {high}; got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be a whole number from {low} to {high}; got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            return BOOLEAN_WORDS[raw.lower()]
+        except KeyError:
+            raise SettingsError(f"{name} must be true or false; got {raw!r}") from None

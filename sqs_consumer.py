@@ -1,0 +1,359 @@
+"""The SQS consumer: long-polls one queue, hands each message to a handler, deletes what it finished.
+
+It knows SQS and nothing about Flask or Socket.IO. The web layer passes a `handler`; a developer
+debugging under mirrord puts a breakpoint in that handler (or in `_handle` below) and the message
+stays invisible to every other consumer while they are paused, thanks to the visibility heartbeat.
+
+    consumer = SqsConsumer(client, queue_url, handler=print)
+    consumer.start()
+    ...
+    consumer.stop(timeout=10)   # stop polling, finish the messages in hand
+
+Guarantees: a message is deleted only after its handler returned; a handler that raises leaves the
+message for redelivery (the queue's redrive policy moves poison messages to the dead-letter queue);
+SQS errors never end the loop, they are retried with capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from sqs_queue import SQS_ERRORS, describe_error, is_queue_missing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message as the handler sees it. The receipt handle stays inside the consumer."""
+
+    message_id: str
+    body: str
+    attributes: dict[str, dict[str, Any]]   # name -> {"type": ..., "value": str | bytes}
+    receive_count: int
+    sent_timestamp_ms: int | None
+    group_id: str | None
+    received_at: float
+    receipt_handle: str = field(repr=False)
+
+    @classmethod
+    def from_sqs(cls, raw: dict, received_at: float) -> "ReceivedMessage":
+        system = raw.get("Attributes", {})
+        attributes = {}
+        for name, attr in raw.get("MessageAttributes", {}).items():
+            data_type = attr.get("DataType", "String")
+            value = attr.get("BinaryValue") if data_type.startswith("Binary") else attr.get("StringValue")
+            attributes[name] = {"type": data_type, "value": value}
+        sent = system.get("SentTimestamp")
+        return cls(
+            message_id=raw["MessageId"],
+            body=raw.get("Body", ""),
+            attributes=attributes,
+            receive_count=int(system.get("ApproximateReceiveCount", 1)),
+            sent_timestamp_ms=int(sent) if sent else None,
+            group_id=system.get("MessageGroupId"),
+            received_at=received_at,
+            receipt_handle=raw["ReceiptHandle"],
+        )
+
+    def attributes_as_text(self) -> dict[str, dict[str, str]]:
+        """Attributes with binary values base64-encoded, ready for JSON."""
+        return {name: {"type": a["type"],
+                       "value": base64.b64encode(a["value"]).decode() if isinstance(a["value"], bytes)
+                       else a["value"]}
+                for name, a in self.attributes.items()}
+
+
+class QueueUrlSource(Protocol):
+    def url(self) -> str: ...
+    def forget(self) -> None: ...
+
+
+class _FixedQueue:
+    def __init__(self, url: str):
+        self._url = url
+
+    def url(self) -> str:
+        return self._url
+
+    def forget(self) -> None:
+        pass
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: 1, 2, 4, ... up to `cap` seconds."""
+
+    def __init__(self, base: float = 1.0, cap: float = 30.0):
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2 ** self.failures)
+        self.failures += 1
+        return delay * random.uniform(0.8, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class ConsumerStats:
+    state: str = "starting"           # starting, polling, processing, backing_off, stopping, stopped
+    received: int = 0
+    deleted: int = 0
+    failed: int = 0                   # handler raised; left for redelivery
+    errors: int = 0                   # SQS calls that failed
+    last_error: str | None = None
+    last_poll_monotonic: float | None = None   # heartbeat: after every receive, empty ones too
+
+    def snapshot(self) -> dict:
+        return {"state": self.state, "received": self.received, "deleted": self.deleted,
+                "failed": self.failed, "errors": self.errors, "last_error": self.last_error}
+
+
+def _start_thread(target: Callable[[], None]) -> Any:
+    thread = threading.Thread(target=target, daemon=True, name="sqs-consumer")
+    thread.start()
+    return thread
+
+
+class SqsConsumer:
+    """Polls `queue` and calls `handler(ReceivedMessage)` for each message.
+
+    queue: a queue URL, or an object with `url()` and `forget()` (resolved on every poll, so a
+        queue that does not exist yet is picked up once it does).
+    handler: returns normally when the message is done (it is then deleted); raises to leave it
+        for redelivery after `failure_visibility_timeout` seconds.
+    on_event: optional observer, called as `on_event(name, details)` with names
+        `received`, `processed`, `failed`, `deleted`, `error`, `recovered`, `empty`, `stopped`.
+    spawn: how to run a background task; the web layer passes `socketio.start_background_task`
+        so the same code runs under threading and eventlet.
+    """
+
+    def __init__(self, client, queue: str | QueueUrlSource, handler: Callable[[ReceivedMessage], Any], *,
+                 wait_time_seconds: int = 20, max_messages: int = 10, visibility_timeout: int = 30,
+                 failure_visibility_timeout: int = 0, heartbeat_interval: float | None = None,
+                 on_event: Callable[[str, dict], None] | None = None,
+                 spawn: Callable[[Callable[[], None]], Any] = _start_thread,
+                 backoff: Backoff | None = None):
+        if not 0 <= wait_time_seconds <= 20:
+            raise ValueError("wait_time_seconds must be between 0 and 20")
+        if not 1 <= max_messages <= 10:
+            raise ValueError("max_messages must be between 1 and 10")
+        if visibility_timeout < 1:
+            raise ValueError("visibility_timeout must be at least 1 second")
+        self._client = client
+        self._queue = _FixedQueue(queue) if isinstance(queue, str) else queue
+        self._handler = handler
+        self.wait_time_seconds = wait_time_seconds
+        self.max_messages = max_messages
+        self.visibility_timeout = visibility_timeout
+        self.failure_visibility_timeout = failure_visibility_timeout
+        # Extend well before the timeout runs out, so a slow handler never loses its message.
+        self.heartbeat_interval = heartbeat_interval or max(1.0, visibility_timeout / 3)
+        self._on_event = on_event or (lambda name, details: None)
+        self._spawn = spawn
+        self._backoff = backoff or Backoff()
+        self.stats = ConsumerStats()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._started = False
+        self._start_lock = threading.Lock()
+        self._in_hand: dict[str, str] = {}       # receipt handle -> message id
+        self._in_hand_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start polling, once: later calls do nothing and return False."""
+        with self._start_lock:
+            if self._started:
+                return False
+            self._started = True
+        self._spawn(self._poll_loop)
+        self._spawn(self._heartbeat_loop)
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop polling and wait until the messages in hand are handled (or released).
+
+        An in-flight long poll cannot be cancelled; messages it still brings back are released
+        at once (visibility 0) without being handled. Returns False if `timeout` ran out first.
+        """
+        self._stopping.set()
+        if self.stats.state not in ("stopped",):
+            self.stats.state = "stopping"
+        return self._idle.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopped.is_set()
+
+    def seconds_since_last_poll(self) -> float | None:
+        last = self.stats.last_poll_monotonic
+        return None if last is None else time.monotonic() - last
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        log.info("consumer polling (wait %ds, up to %d messages, visibility %ds)",
+                 self.wait_time_seconds, self.max_messages, self.visibility_timeout)
+        try:
+            while not self._stopping.is_set():
+                self._poll_once()
+        finally:
+            self.stats.state = "stopped"
+            self._stopped.set()
+            self._on_event("stopped", {})
+            log.info("consumer stopped")
+
+    def _poll_once(self) -> None:
+        self.stats.state = "polling"
+        try:
+            queue_url = self._queue.url()
+            response = self._client.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=self.max_messages,
+                WaitTimeSeconds=self.wait_time_seconds,
+                VisibilityTimeout=self.visibility_timeout,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
+            )
+        except SQS_ERRORS as exc:
+            self._sqs_error("receive", exc)
+            return
+        received_at = time.time()
+        self.stats.last_poll_monotonic = time.monotonic()
+        if self._backoff.failures:
+            self._backoff.reset()
+            self.stats.last_error = None
+            log.info("SQS answers again; consumer resumed")
+            self._on_event("recovered", {})
+        raw_messages = response.get("Messages", [])
+        if not raw_messages:
+            self._on_event("empty", {})
+            return
+        messages = [ReceivedMessage.from_sqs(raw, received_at) for raw in raw_messages]
+        self._hold(messages)
+        self.stats.received += len(messages)
+        self._on_event("received", {"count": len(messages)})
+        try:
+            if self._stopping.is_set():
+                # Arrived after stop(): hand them straight back to the queue for another consumer.
+                self._change_visibility(queue_url, messages, 0)
+            else:
+                self.stats.state = "processing"
+                self._process(queue_url, messages)
+        finally:
+            self._release(messages)
+
+    def _process(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
+        done, failed = [], []
+        for message in messages:
+            (done if self._handle(message) else failed).append(message)
+        if failed and self.failure_visibility_timeout < self.visibility_timeout:
+            self._change_visibility(queue_url, failed, self.failure_visibility_timeout)
+        if done:
+            self._delete(queue_url, done)
+
+    def _handle(self, message: ReceivedMessage) -> bool:
+        """Run the handler for one message; True when it may be deleted."""
+        try:
+            self._handler(message)
+        except Exception as exc:  # the handler is user code: any failure means "not done"
+            self.stats.failed += 1
+            log.warning("handler failed for message %s (receive count %d): %s",
+                        message.message_id, message.receive_count, describe_error(exc))
+            self._on_event("failed", {"message": message, "error": describe_error(exc)})
+            return False
+        self._on_event("processed", {"message": message})
+        return True
+
+    def _delete(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]
+        try:
+            response = self._client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        except SQS_ERRORS as exc:
+            # Not deleted means redelivered later: at-least-once, never lost.
+            self._sqs_error("delete", exc, backoff=False)
+            return
+        failed = response.get("Failed", [])
+        for failure in failed:
+            self.stats.errors += 1
+            self.stats.last_error = f"delete failed: {failure.get('Code')}: {failure.get('Message', '')}"
+            log.warning("delete of message %s failed: %s", messages[int(failure["Id"])].message_id,
+                        self.stats.last_error)
+        deleted = len(messages) - len(failed)
+        self.stats.deleted += deleted
+        self._on_event("deleted", {"count": deleted, "failed": len(failed)})
+
+    def _change_visibility(self, queue_url: str, messages: list[ReceivedMessage], seconds: int) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+                   for i, m in enumerate(messages)]
+        try:
+            response = self._client.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except SQS_ERRORS as exc:
+            self._sqs_error("change visibility", exc, backoff=False)
+            return
+        for failure in response.get("Failed", []):
+            log.warning("visibility change failed for %s: %s",
+                        messages[int(failure["Id"])].message_id, failure.get("Code"))
+
+    def _sqs_error(self, action: str, exc: BaseException, backoff: bool = True) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{action}: {describe_error(exc)}"
+        if is_queue_missing(exc):
+            self._queue.forget()   # look it up (or create it) again on the next poll
+        self._on_event("error", {"action": action, "error": self.stats.last_error})
+        if not backoff:
+            log.warning("SQS %s failed: %s", action, describe_error(exc))
+            return
+        delay = self._backoff.next_delay()
+        log.warning("SQS %s failed: %s; retrying in %.1fs", action, describe_error(exc), delay)
+        self.stats.state = "backing_off"
+        deadline = time.monotonic() + delay
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            # The loop is alive while it waits: keep the health heartbeat fresh.
+            self.stats.last_poll_monotonic = time.monotonic()
+            self._stopping.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    # -- messages in hand and the visibility heartbeat --------------------------------------
+
+    def _hold(self, messages: list[ReceivedMessage]) -> None:
+        with self._in_hand_lock:
+            self._idle.clear()
+            for m in messages:
+                self._in_hand[m.receipt_handle] = m.message_id
+
+    def _release(self, messages: list[ReceivedMessage]) -> None:
+        with self._in_hand_lock:
+            for m in messages:
+                self._in_hand.pop(m.receipt_handle, None)
+            if not self._in_hand:
+                self._idle.set()
+
+    def _heartbeat_loop(self) -> None:
+        """Keep messages in hand invisible while their handler runs (a breakpoint, a slow job)."""
+        while not self._stopped.is_set():
+            self._stopped.wait(self.heartbeat_interval)
+            with self._in_hand_lock:
+                handles = list(self._in_hand.items())
+            if not handles:
+                continue
+            try:
+                queue_url = self._queue.url()
+                for start in range(0, len(handles), 10):
+                    chunk = handles[start:start + 10]
+                    self._client.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": self.visibility_timeout}
+                        for i, (handle, _) in enumerate(chunk)])
+                log.debug("extended visibility of %d message(s) in hand", len(handles))
+            except SQS_ERRORS as exc:
+                log.warning("visibility heartbeat failed: %s", describe_error(exc))

@@ -1,0 +1,212 @@
+// Producer form and live consumer view. Every piece of message content is set with
+// textContent, so markup in a body or an attribute is shown, never run.
+"use strict";
+
+const MAX_ROWS = 200;        // rows kept in each list; older ones are dropped
+const BURST_CHUNK = 100;     // a burst is sent in requests of this many, to show progress
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function prepend(list, rows) {
+  // Newest first; rows arrive oldest first.
+  const fragment = document.createDocumentFragment();
+  for (let i = rows.length - 1; i >= 0; i--) fragment.appendChild(rows[i]);
+  list.insertBefore(fragment, list.firstChild);
+  while (list.children.length > MAX_ROWS) list.removeChild(list.lastChild);
+}
+
+function time(ms) {
+  return ms ? new Date(ms).toLocaleTimeString() : "?";
+}
+
+// ---------------------------------------------------------------- live connection
+
+const socket = typeof io === "function" ? io({ transports: ["websocket", "polling"] }) : null;
+const connection = $("connection");
+
+if (!socket) {
+  connection.textContent = "unavailable (Socket.IO client not installed: run npm ci)";
+} else {
+  socket.on("connect", () => { connection.textContent = "connected"; connection.className = "badge on"; });
+  socket.on("disconnect", () => { connection.textContent = "disconnected"; connection.className = "badge off"; });
+  socket.on("connect_error", () => { connection.textContent = "reconnecting…"; connection.className = "badge off"; });
+}
+
+// ---------------------------------------------------------------- consumer view
+
+const messages = $("messages");
+if (messages && socket) {
+  const seen = new Set();
+  let pending = [];
+  let scheduled = false;
+
+  const flush = () => {
+    scheduled = false;
+    const rows = pending.map(renderMessage);
+    pending = [];
+    prepend(messages, rows);
+  };
+  const queueRow = (item) => {
+    pending.push(item);
+    if (pending.length > MAX_ROWS) pending = pending.slice(-MAX_ROWS);
+    if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+  };
+
+  socket.on("sqs_history", (data) => {
+    for (const m of data.messages) {
+      if (!seen.has(m.id + "/" + m.receive_count)) { seen.add(m.id + "/" + m.receive_count); queueRow({ message: m }); }
+    }
+  });
+  socket.on("sqs_message", (m) => {
+    const key = m.id + "/" + m.receive_count;
+    if (seen.has(key)) return;
+    seen.add(key);
+    if (seen.size > 5 * MAX_ROWS) seen.clear();
+    queueRow({ message: m });
+  });
+  socket.on("sqs_message_failed", (f) => queueRow({ failure: f }));
+  socket.on("consumer_status", updateStatus);
+}
+
+function renderMessage(item) {
+  const li = el("li");
+  if (item.failure) {
+    const f = item.failure;
+    li.className = "failed";
+    li.appendChild(el("div", "error", `handler failed (receive ${f.receive_count}): ${f.error}`));
+    li.appendChild(el("div", "meta", `${f.id} · left for redelivery, then the dead-letter queue`));
+    return li;
+  }
+  const m = item.message;
+  li.dataset.id = m.id;
+  const body = m.json !== null && typeof m.json === "object" ? JSON.stringify(m.json, null, 2) : m.body;
+  li.appendChild(el("pre", "body", body));
+  const names = Object.keys(m.attributes || {});
+  if (names.length) {
+    const attrs = el("div", "attrs");
+    for (const name of names) {
+      const a = m.attributes[name];
+      attrs.appendChild(el("span", "", `${name} (${a.type}) = ${a.value}`));
+    }
+    li.appendChild(attrs);
+  }
+  const redelivered = m.receive_count > 1 ? ` · redelivered (receive ${m.receive_count})` : "";
+  const group = m.group_id ? ` · group ${m.group_id}` : "";
+  li.appendChild(el("div", "meta",
+    `${m.id} · sent ${time(m.sent_at)} · received ${time(m.received_at)} by ${m.consumer}${group}${redelivered}`));
+  return li;
+}
+
+function updateStatus(status) {
+  const s = status.stats;
+  if (!s) return;
+  $("count-received").textContent = s.received;
+  $("count-deleted").textContent = s.deleted;
+  $("count-failed").textContent = s.failed;
+  $("count-errors").textContent = s.errors;
+  $("consumer-state").textContent = s.state.replace("_", " ");
+  const error = $("consumer-error");
+  error.hidden = !s.last_error;
+  error.textContent = s.last_error ? `SQS error: ${s.last_error} (retrying with backoff)` : "";
+}
+
+// ---------------------------------------------------------------- producer form
+
+const form = $("produce-form");
+if (form) {
+  const attributes = $("attributes");
+  const template = $("attribute-row");
+  $("add-attribute").addEventListener("click", () => {
+    const row = template.content.firstElementChild.cloneNode(true);
+    row.querySelector(".remove").addEventListener("click", () => row.remove());
+    attributes.appendChild(row);
+    row.querySelector(".attr-name").focus();
+  });
+  form.addEventListener("submit", (event) => { event.preventDefault(); send(); });
+}
+
+function readForm() {
+  const payload = { message: $("message").value };
+  const attrs = {};
+  for (const row of document.querySelectorAll("#attributes .attribute")) {
+    const name = row.querySelector(".attr-name").value.trim();
+    const type = row.querySelector(".attr-type").value;
+    const value = row.querySelector(".attr-value").value;
+    if (!name && !value) continue;
+    attrs[name] = type === "Binary" ? { DataType: type, BinaryValue: value } : { DataType: type, StringValue: value };
+  }
+  if (Object.keys(attrs).length) payload.attributes = attrs;
+  if (document.body.dataset.fifo === "true") {
+    const group = $("group-id").value.trim();
+    const dedup = $("dedup-id").value.trim();
+    if (group) payload.group_id = group;
+    if (dedup) payload.dedup_id = dedup;
+  }
+  return payload;
+}
+
+async function post(payload) {
+  let response;
+  try {
+    response = await fetch("/produce", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
+    });
+  } catch (err) {
+    return { ok: false, data: { error: `the app did not answer: ${err.message}` } };
+  }
+  let data;
+  try { data = await response.json(); } catch { data = { error: `HTTP ${response.status}` }; }
+  return { ok: response.ok, data };
+}
+
+async function send() {
+  const result = $("produce-result");
+  const progress = $("progress");
+  const button = $("send");
+  const total = Number($("count").value || 1);
+  if (!Number.isInteger(total) || total < 1 || total > 1000) {
+    result.className = "error";
+    result.textContent = "count: must be a whole number from 1 to 1000";
+    return;
+  }
+  const base = readForm();
+  button.disabled = true;
+  result.className = "";
+  result.textContent = "sending…";
+  progress.hidden = total === 1;
+  progress.max = total;
+  progress.value = 0;
+  let sent = 0;
+  const rows = [];
+  try {
+    for (let chunk = 0; sent < total; chunk++) {
+      const count = Math.min(BURST_CHUNK, total - sent);
+      const payload = { ...base, count };
+      if (base.dedup_id && total > BURST_CHUNK) payload.dedup_id = `${base.dedup_id}-${chunk + 1}`;
+      const { ok, data } = await post(payload);
+      if (!ok) {
+        result.className = "error";
+        const where = data.field ? `${data.field}: ` : "";
+        result.textContent = `${where}${data.error}` + (sent || data.sent ? ` (${sent + (data.sent || 0)} sent before this)` : "");
+        return;
+      }
+      sent += data.sent;
+      progress.value = sent;
+      for (const id of data.message_ids.slice(0, MAX_ROWS)) {
+        rows.push(el("li", "", `${id} · ${base.message.slice(0, 80)}`));
+      }
+    }
+    result.className = "ok";
+    result.textContent = `sent ${sent} message${sent === 1 ? "" : "s"}`;
+  } finally {
+    button.disabled = false;
+    prepend($("sent"), rows.slice(-MAX_ROWS));
+  }
+}

@@ -1,0 +1,143 @@
+"""Validation of produce requests (pure functions: no SQS needed)."""
+
+import base64
+
+import pytest
+
+from sqs_producer import (DEFAULT_GROUP_ID, ProduceError, ProduceRequest, build_entries, check_against_queue,
+                          parse_request)
+from sqs_queue import QueueInfo
+
+STANDARD = QueueInfo(url="http://sqs/q", arn="arn:q", is_fifo=False, content_based_deduplication=False,
+                     max_message_size=262_144, dead_letter_arn=None, max_receive_count=None)
+FIFO = QueueInfo(url="http://sqs/q.fifo", arn="arn:q.fifo", is_fifo=True, content_based_deduplication=False,
+                 max_message_size=262_144, dead_letter_arn=None, max_receive_count=None)
+
+
+def rejected(payload, queue=STANDARD) -> ProduceError:
+    with pytest.raises(ProduceError) as raised:
+        check_against_queue(parse_request(payload), queue)
+    return raised.value
+
+
+def test_a_plain_message_is_one_string_entry():
+    request = check_against_queue(parse_request({"message": "hello"}), STANDARD)
+    assert build_entries(request, STANDARD) == [{"Id": "0", "MessageBody": "hello"}]
+
+
+def test_attribute_shorthands_become_sqs_attributes():
+    request = parse_request({"message": "m", "attributes": {
+        "user": "me", "priority": 5, "ratio": 0.5,
+        "blob": {"DataType": "Binary", "BinaryValue": base64.b64encode(b"\x00\x01").decode()},
+        "price": {"DataType": "Number.euro", "StringValue": "-1.5e3"}}})
+    assert request.attributes == {
+        "user": {"DataType": "String", "StringValue": "me"},
+        "priority": {"DataType": "Number", "StringValue": "5"},
+        "ratio": {"DataType": "Number", "StringValue": "0.5"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        "price": {"DataType": "Number.euro", "StringValue": "-1.5e3"},
+    }
+
+
+@pytest.mark.parametrize("payload, field", [
+    ([], "body"),
+    ("hello", "body"),
+    ({}, "message"),
+    ({"message": None}, "message"),
+    ({"message": ""}, "message"),
+    ({"message": 42}, "message"),
+    ({"message": {"a": 1}}, "message"),
+    ({"message": "bell \x07"}, "message"),
+    ({"message": "nul \x00"}, "message"),
+    ({"message": "lone surrogate \ud800"}, "message"),
+    ({"message": "not a char \uffff"}, "message"),
+    ({"message": "m", "extra": 1}, "extra"),
+    ({"message": "m", "count": 0}, "count"),
+    ({"message": "m", "count": 1001}, "count"),
+    ({"message": "m", "count": "3"}, "count"),
+    ({"message": "m", "count": True}, "count"),
+    ({"message": "m", "count": 2.5}, "count"),
+    ({"message": "m", "attributes": []}, "attributes"),
+    ({"message": "m", "attributes": {f"a{i}": "v" for i in range(11)}}, "attributes"),
+    ({"message": "m", "attributes": {"": "v"}}, "attributes."),
+    ({"message": "m", "attributes": {"has space": "v"}}, "attributes.has space"),
+    ({"message": "m", "attributes": {"AWS.trace": "v"}}, "attributes.AWS.trace"),
+    ({"message": "m", "attributes": {"amazon.x": "v"}}, "attributes.amazon.x"),
+    ({"message": "m", "attributes": {"a..b": "v"}}, "attributes.a..b"),
+    ({"message": "m", "attributes": {".a": "v"}}, "attributes..a"),
+    ({"message": "m", "attributes": {"a" * 257: "v"}}, "attributes." + "a" * 257),
+    ({"message": "m", "attributes": {"n\n": "v"}}, "attributes.n\n"),
+    ({"message": "m", "attributes": {"a": ""}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": None}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": True}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": ["x"]}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": "bad \x01"}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Text", "StringValue": "x"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"StringValue": "x"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "String"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "String", "StringValue": 5}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "String", "StringValue": "x", "Foo": 1}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "ten"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "1_000"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "NaN"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "1e200"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "1" * 39}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "\u0661"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Binary", "BinaryValue": "not base64!"}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Binary", "BinaryValue": ""}}}, "attributes.a"),
+    ({"message": "m", "attributes": {"a": {"DataType": "Binary", "StringValue": "eA=="}}}, "attributes.a"),
+    ({"message": "m", "group_id": "g"}, "group_id"),
+    ({"message": "m", "dedup_id": "d"}, "dedup_id"),
+])
+def test_bad_requests_name_the_field(payload, field):
+    error = rejected(payload)
+    assert error.status == 400
+    assert error.field == field
+    assert error.to_json()["error"] and error.to_json()["field"] == field
+
+
+def test_size_counts_utf8_body_and_attributes_against_the_queue_limit():
+    small = QueueInfo(**{**STANDARD.__dict__, "max_message_size": 1024})
+    # 1,020 bytes of body (510 two-byte characters) + "a" + "String" + "xyz" = 1,030 bytes > 1,024.
+    error = rejected({"message": "é" * 510, "attributes": {"a": "xyz"}}, small)
+    assert (error.status, error.field) == (413, "message")
+    assert "1030 bytes" in error.message and "1024" in error.message
+    exact = parse_request({"message": "é" * 507, "attributes": {"a": "xyz"}})
+    assert exact.size_bytes() == 1024
+    check_against_queue(exact, small)  # exactly at the limit is fine
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"message": "m", "group_id": "has space"}, "group_id"),
+    ({"message": "m", "group_id": "g" * 129}, "group_id"),
+    ({"message": "m", "group_id": ""}, "group_id"),
+    ({"message": "m", "dedup_id": "é"}, "dedup_id"),
+    ({"message": "m", "dedup_id": "d" * 126, "count": 100}, "dedup_id"),
+])
+def test_fifo_ids_are_checked(payload, field):
+    assert rejected(payload, FIFO).field == field
+
+
+def test_fifo_gets_a_default_group_and_distinct_dedup_ids_for_a_burst():
+    request = check_against_queue(parse_request({"message": "same", "count": 3}), FIFO)
+    entries = build_entries(request, FIFO)
+    assert [e["MessageGroupId"] for e in entries] == [DEFAULT_GROUP_ID] * 3
+    assert len({e["MessageDeduplicationId"] for e in entries}) == 3
+
+
+def test_a_given_dedup_id_is_kept_or_numbered_across_a_burst():
+    one = build_entries(check_against_queue(parse_request({"message": "m", "dedup_id": "d", "group_id": "g"}), FIFO), FIFO)
+    assert (one[0]["MessageDeduplicationId"], one[0]["MessageGroupId"]) == ("d", "g")
+    burst = build_entries(check_against_queue(parse_request({"message": "m", "dedup_id": "d", "count": 2}), FIFO), FIFO)
+    assert [e["MessageDeduplicationId"] for e in burst] == ["d-1", "d-2"]
+
+
+def test_content_based_dedup_leaves_a_single_message_to_sqs():
+    queue = QueueInfo(**{**FIFO.__dict__, "content_based_deduplication": True})
+    entries = build_entries(check_against_queue(parse_request({"message": "m"}), queue), queue)
+    assert "MessageDeduplicationId" not in entries[0]
+
+
+def test_size_of_binary_attribute_counts_decoded_bytes():
+    request = ProduceRequest("b", {"k": {"DataType": "Binary", "BinaryValue": b"1234"}}, 1, None, None)
+    assert request.size_bytes() == 1 + 1 + 6 + 4
