@@ -1,0 +1,177 @@
+"""The app as users run it (`python app.py` as a process), with real SQS servers and real Socket.IO
+clients: a message goes from POST /produce through the queue to a browser-side event."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, TEST_ENV, endpoint_env, free_port, start_moto_server, stop_process, wait_until
+
+ASYNC_MODES = ["threading", "eventlet"]
+
+
+@pytest.mark.parametrize("async_mode", ASYNC_MODES)
+def test_message_travels_from_produce_to_socketio_client(sqs, start_app, listen, async_mode):
+    name = sqs.queue_name()
+    app = start_app(**endpoint_env(sqs, name, ASYNC_MODE=async_mode, CONSUMER_NAME="consumer-under-test"))
+    listener = listen(app.base_url)
+    response = app.post("/produce", json={
+        "message": json.dumps({"order": 42}),
+        "attributes": {"user": "me", "priority": 7, "raw": {"DataType": "Binary", "BinaryValue": "AAEC"}}})
+    assert response.status_code == 200, response.text
+    [message_id] = response.json()["message_ids"]
+
+    [event] = listener.wait_messages(1)
+    assert event["id"] == message_id
+    assert event["body"] == '{"order": 42}' and event["json"] == {"order": 42}
+    assert event["attributes"] == {"user": {"type": "String", "value": "me"},
+                                   "priority": {"type": "Number", "value": "7"},
+                                   "raw": {"type": "Binary", "value": base64.b64encode(b"\x00\x01\x02").decode()}}
+    assert event["receive_count"] == 1 and event["consumer"] == "consumer-under-test"
+    assert event["sent_at"] <= event["received_at"] and abs(event["received_at"] / 1000 - time.time()) < 30
+    assert "receipt" not in json.dumps(event).lower()
+    queue_url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    wait_until(lambda: sqs.depth(queue_url) == 0, 10, "the message to be deleted")
+    status = app.get("/status").json()
+    assert status["stats"]["received"] == 1 and status["stats"]["deleted"] == 1
+    assert status["async_mode"] == async_mode
+    assert app.stop() == 0
+
+
+def test_separate_producer_and_consumer_processes(localstack_endpoint, start_app, listen):
+    """The Compose and Kubernetes topology: two processes, one queue."""
+    name = localstack_endpoint.queue_name()
+    consumer = start_app(**endpoint_env(localstack_endpoint, name, APP_MODE="consumer", CONSUMER_NAME="c1"))
+    producer = start_app(**endpoint_env(localstack_endpoint, name, APP_MODE="producer"))
+    listener = listen(consumer.base_url)
+    ids = producer.post("/produce", json={"message": "across processes", "count": 30}).json()["message_ids"]
+    events = listener.wait_messages(30)
+    assert sorted(e["id"] for e in events) == sorted(ids)
+    assert {e["consumer"] for e in events} == {"c1"}
+    assert consumer.post("/produce", json={"message": "x"}).status_code == 404
+    assert "produce-form" not in consumer.get("/").text and "produce-form" in producer.get("/").text
+
+
+@pytest.mark.parametrize("async_mode", ASYNC_MODES)
+def test_embedded_default_needs_no_configuration(start_app, listen, async_mode):
+    app = start_app(ASYNC_MODE=async_mode)
+    status = app.get("/status").json()
+    assert status["queue"]["backend"] == "embedded"
+    assert status["queue"]["endpoint"].startswith("http://127.0.0.1:")
+    listener = listen(app.base_url)
+    ids = app.post("/produce", json={"message": "hello from a fresh machine", "count": 3}).json()["message_ids"]
+    assert [e["id"] for e in listener.wait_messages(3)] and len(ids) == 3
+    assert "backend=embedded" in app.logs() and "queue resolved: http://127.0.0.1:" in app.logs()
+    assert app.stop() == 0
+
+
+def test_late_browsers_get_recent_history(moto_endpoint, start_app, listen):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), HISTORY_SIZE=5))
+    first = listen(app.base_url)
+    app.post("/produce", json={"message": "early", "count": 8})
+    first.wait_messages(8)
+    late = listen(app.base_url)
+    history = wait_until(lambda: late.of("sqs_history"), 5, "history")[0]["messages"]
+    assert len(history) == 5 and all(m["body"] == "early" for m in history)
+
+
+def test_poison_message_is_retried_then_dead_lettered(localstack_endpoint, start_app, listen):
+    name = localstack_endpoint.queue_name()
+    app = start_app(**endpoint_env(localstack_endpoint, name, MAX_RECEIVE_COUNT=2, WAIT_TIME_SECONDS=1))
+    listener = listen(app.base_url)
+    app.post("/produce", json={"message": "poison", "attributes": {"simulate_failure": "yes"}})
+    failures = wait_until(lambda: len(listener.of("sqs_message_failed")) >= 2 and listener.of("sqs_message_failed"),
+                          30, "two failed attempts")
+    assert [f["receive_count"] for f in failures[:2]] == [1, 2]
+    dlq = localstack_endpoint.client.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]
+    wait_until(lambda: localstack_endpoint.depth(dlq) == 1, 20, "the message in the dead-letter queue")
+    assert listener.messages() == []
+    assert app.get("/status").json()["stats"]["failed"] == 2
+
+
+def test_fifo_queue_keeps_order(sqs, start_app, listen):
+    name = sqs.queue_name(fifo=True)
+    app = start_app(**endpoint_env(sqs, name))
+    listener = listen(app.base_url)
+    ids = []
+    for i in range(3):
+        response = app.post("/produce", json={"message": f"batch {i}", "count": 10})
+        assert response.status_code == 200, response.text
+        ids += response.json()["message_ids"]
+    events = listener.wait_messages(30)
+    assert [e["id"] for e in events] == ids
+    assert {e["group_id"] for e in events} == {"default"}
+    # FIFO fields are accepted here, and refused on standard queues (see test_produce_api).
+    assert app.post("/produce", json={"message": "m", "group_id": "g1", "dedup_id": "d1"}).status_code == 200
+
+
+@pytest.mark.parametrize("async_mode", ASYNC_MODES)
+def test_health_answers_fast_during_a_long_poll(moto_endpoint, start_app, async_mode):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), WAIT_TIME_SECONDS=20,
+                                   ASYNC_MODE=async_mode)).wait_ready()
+    time.sleep(1)  # the consumer is now inside a 20 s long poll
+    for path in ("/healthz", "/readyz", "/status"):
+        started = time.monotonic()
+        response = app.get(path)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200 and elapsed < 0.5, (path, elapsed)
+
+
+@pytest.mark.parametrize("async_mode", ASYNC_MODES)
+def test_sigterm_stops_cleanly_with_exit_0(moto_endpoint, start_app, async_mode):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), ASYNC_MODE=async_mode))
+    app.post("/produce", json={"message": "m", "count": 5})
+    started = time.monotonic()
+    assert app.stop() == 0
+    assert time.monotonic() - started < 10
+    assert "SIGTERM received" in app.logs() and "Traceback" not in app.logs()
+
+
+def test_sqs_down_is_reported_and_recovered_without_restart(start_app, listen):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = start_app(**{**TEST_ENV, "AWS_ENDPOINT_URL": url, "QUEUE_NAME": "outage"})
+    response = app.post("/produce", json={"message": "while down"})
+    assert response.status_code == 503
+    body = response.json()
+    assert body["endpoint"] == url and body["region"] == "us-east-1" and body["queue_name"] == "outage"
+    assert "unreachable" in body["error"] and body["sent"] == 0
+    ready = app.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["reason"]
+    assert app.get("/healthz").status_code == 200  # the loop is alive, only SQS is not
+    listener = listen(app.base_url)
+    wait_until(lambda: any(s["stats"]["last_error"] for s in listener.of("consumer_status")), 10, "error shown")
+
+    server = start_moto_server(port)
+    try:
+        wait_until(lambda: app.get("/readyz").status_code == 200, 20, "readiness after recovery")
+        ids = app.post("/produce", json={"message": "after recovery"}).json()["message_ids"]
+        assert [e["id"] for e in listener.wait_messages(1, timeout=40)] == ids
+    finally:
+        stop_process(server)
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"APP_MODE": "both"}, "APP_MODE"),
+    ({"PORT": "abc"}, "PORT"),
+    ({"WAIT_TIME_SECONDS": "30"}, "WAIT_TIME_SECONDS"),
+    ({"ASYNC_MODE": "gevent"}, "ASYNC_MODE"),
+])
+def test_bad_configuration_stops_at_start_with_one_line(env, variable):
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr
+
+
+def test_socket_io_client_is_served_by_the_app(moto_endpoint, start_app):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="consumer"))
+    response = app.get("/vendor/socket.io.min.js")
+    assert response.status_code == 200 and "Socket.IO" in response.text[:300]
+    assert requests.get(app.base_url + "/", timeout=5).text.count("/vendor/socket.io.min.js") == 1
