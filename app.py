@@ -106,7 +106,7 @@ class SqsApp:
             self.socketio.emit("sqs_message_failed", {
                 "id": message.message_id, "error": details["error"],
                 "receive_count": message.receive_count, "consumer": self.settings.consumer_name})
-        if name in ("deleted", "failed", "error", "recovered", "stopped"):
+        if name in ("batch_done", "error", "recovered", "stopped"):
             self.socketio.emit("consumer_status", self.consumer_status())
 
     def consumer_status(self) -> dict:

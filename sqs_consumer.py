@@ -130,7 +130,8 @@ class SqsConsumer:
     handler: returns normally when the message is done (it is then deleted); raises to leave it
         for redelivery after `failure_visibility_timeout` seconds.
     on_event: optional observer, called as `on_event(name, details)` with names
-        `received`, `processed`, `failed`, `deleted`, `error`, `recovered`, `empty`, `stopped`.
+        `received`, `processed`, `failed`, `deleted`, `batch_done`, `error`, `recovered`, `empty`,
+        `stopped`.
     spawn: how to run a background task; the web layer passes `socketio.start_background_task`
         so the same code runs under threading and eventlet.
     """
@@ -253,6 +254,8 @@ class SqsConsumer:
                 self._process(queue_url, messages)
         finally:
             self._release(messages)
+            self.stats.state = "polling"
+            self._on_event("batch_done", {"count": len(messages)})
 
     def _process(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
         done, failed = [], []
@@ -311,13 +314,14 @@ class SqsConsumer:
         self.stats.last_error = f"{action}: {describe_error(exc)}"
         if is_queue_missing(exc):
             self._queue.forget()   # look it up (or create it) again on the next poll
-        self._on_event("error", {"action": action, "error": self.stats.last_error})
         if not backoff:
             log.warning("SQS %s failed: %s", action, describe_error(exc))
+            self._on_event("error", {"action": action, "error": self.stats.last_error})
             return
         delay = self._backoff.next_delay()
         log.warning("SQS %s failed: %s; retrying in %.1fs", action, describe_error(exc), delay)
         self.stats.state = "backing_off"
+        self._on_event("error", {"action": action, "error": self.stats.last_error})
         deadline = time.monotonic() + delay
         while not self._stopping.is_set() and time.monotonic() < deadline:
             # The loop is alive while it waits: keep the health heartbeat fresh.

@@ -105,6 +105,7 @@ function renderMessage(item) {
 }
 
 function updateStatus(status) {
+  if (status.queue) $("queue").textContent = status.queue.queue_url || status.queue.queue_name;
   const s = status.stats;
   if (!s) return;
   $("count-received").textContent = s.received;

@@ -1,0 +1,104 @@
+"""The pages in real headless Chromium: type a message on the producer page, watch it arrive live on
+the consumer page; markup in messages stays text. Screenshots land in docs/screenshots for the README."""
+
+import pytest
+
+from tests.conftest import ROOT, endpoint_env, wait_until
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold?</b>'
+
+
+def new_page(browser, bypass_csp=False):
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=bypass_csp)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    return page
+
+
+def wait_connected(page):
+    page.wait_for_selector("#connection.badge.on", timeout=15000)
+
+
+@pytest.mark.parametrize("async_mode", ["threading", "eventlet"])
+def test_send_on_producer_page_and_see_it_live_on_consumer_page(localstack_endpoint, start_app, browser, async_mode):
+    name = localstack_endpoint.queue_name()
+    consumer = start_app(**endpoint_env(localstack_endpoint, name, APP_MODE="consumer", ASYNC_MODE=async_mode,
+                                        CONSUMER_NAME="consumer-pod"))
+    producer = start_app(**endpoint_env(localstack_endpoint, name, APP_MODE="producer", ASYNC_MODE=async_mode))
+    consumer_page, producer_page = new_page(browser), new_page(browser)
+    consumer_page.goto(consumer.base_url)
+    wait_connected(consumer_page)
+    producer_page.goto(producer.base_url)
+
+    producer_page.fill("#message", '{"order": 42, "note": "from the page"}')
+    producer_page.click("#add-attribute")
+    producer_page.fill("#attributes .attr-name", "user")
+    producer_page.fill("#attributes .attr-value", "me")
+    producer_page.click("#send")
+    producer_page.wait_for_selector("#produce-result.ok", timeout=15000)
+    assert producer_page.text_content("#produce-result") == "sent 1 message"
+    assert producer_page.locator("#sent li").count() == 1
+
+    row = consumer_page.wait_for_selector("#messages li", timeout=20000)
+    assert '"order": 42' in row.text_content() and "user (String) = me" in row.text_content()
+    assert "consumer-pod" in row.text_content()
+    wait_until(lambda: consumer_page.text_content("#count-deleted") == "1", 10, "deleted counter")
+    assert consumer_page.text_content("#backend") == "endpoint"
+    assert producer_page.errors == [] and consumer_page.errors == []
+    if async_mode == "threading":
+        producer_page.screenshot(path=str(SCREENSHOTS / "producer.png"))
+        consumer_page.screenshot(path=str(SCREENSHOTS / "consumer.png"))
+
+
+@pytest.mark.parametrize("async_mode", ["threading", "eventlet"])
+def test_markup_in_messages_is_shown_as_text(localstack_endpoint, start_app, browser, async_mode):
+    app = start_app(**endpoint_env(localstack_endpoint, localstack_endpoint.queue_name(), ASYNC_MODE=async_mode))
+    # Without the CSP safety net, so that only the page's own rendering keeps markup inert.
+    page = new_page(browser, bypass_csp=True)
+    page.goto(app.base_url)
+    wait_connected(page)
+    response = app.post("/produce", json={"message": XSS, "attributes": {"x": XSS}})
+    assert response.status_code == 200
+    row = page.wait_for_selector("#messages li", timeout=20000)
+    assert XSS in row.text_content()
+    assert page.locator("#messages img, #messages script, #messages b").count() == 0
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_burst_from_the_page_shows_progress_and_bounded_rows(moto_endpoint, start_app, browser):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name()))
+    page = new_page(browser)
+    page.goto(app.base_url)
+    wait_connected(page)
+    page.fill("#message", "burst")
+    page.fill("#count", "250")
+    page.click("#send")
+    page.wait_for_selector("#produce-result.ok", timeout=30000)
+    assert page.text_content("#produce-result") == "sent 250 messages"
+    assert page.eval_on_selector("#progress", "p => p.value") == 250
+    wait_until(lambda: page.text_content("#count-received") == "250", 30, "250 received")
+    assert page.locator("#messages li").count() == 200  # bounded
+    page.screenshot(path=str(SCREENSHOTS / "all-in-one.png"))
+
+
+def test_bad_input_on_the_page_names_the_field_and_sends_nothing(moto_endpoint, start_app, browser):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name()))
+    page = new_page(browser)
+    page.goto(app.base_url)
+    wait_connected(page)
+    page.fill("#message", "hello")
+    page.click("#add-attribute")
+    page.fill("#attributes .attr-name", "AWS.reserved")
+    page.fill("#attributes .attr-value", "v")
+    page.click("#send")
+    page.wait_for_selector("#produce-result.error", timeout=10000)
+    assert page.text_content("#produce-result").startswith("attributes.AWS.reserved:")
+    page.fill("#message", "")
+    page.click("#attributes .remove")
+    page.click("#send")
+    wait_until(lambda: page.text_content("#produce-result").startswith("message:"), 10, "the message error")
+    assert page.locator("#sent li").count() == 0
+    assert app.get("/status").json()["stats"]["received"] == 0
