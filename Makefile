@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 LOCALSTACK_VENV := .venv-localstack
 # LocalStack 4.14 needs Python 3.13: python3.13 on PATH, or pyenv's.
-PYTHON313 ?= $(shell command -v python3.13 2>/dev/null || ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python 2>/dev/null | tail -n 1)
+PYTHON313 ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python 2>/dev/null) python3.13; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { command -v "$$p"; break; }; done)
 
 .PHONY: run test install install-dev localstack clean
 
