@@ -15,6 +15,10 @@ import os
 
 # eventlet must patch the standard library before anything imports ssl, boto3 or botocore.
 if os.environ.get("ASYNC_MODE", "").strip().lower() == "eventlet":
+    import warnings
+
+    # eventlet 0.41 warns on import that it is in maintenance mode; README says the same, once.
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     import eventlet
 
     eventlet.monkey_patch()
@@ -166,6 +170,7 @@ class SqsApp:
 def create_app(settings: Settings | None = None, *, start_consumer: bool = True) -> Flask:
     """Build the app from `settings` (the environment by default) and start its consumer."""
     settings = settings or Settings.from_env()
+    configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     socketio = SocketIO(app, async_mode=settings.async_mode,
@@ -259,6 +264,15 @@ def _register_socket_events(socketio: SocketIO, state: SqsApp) -> None:
         socketio.emit("consumer_status", state.consumer_status(), to=request.sid)
 
 
+def configure_logging(settings: Settings) -> None:
+    """One log format for `python app.py` and Gunicorn; leaves logging alone if already set up."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Request lines from the dev server and the embedded moto server drown the app's own log.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
 def _parse_json(body: str):
     try:
         return json.loads(body)
@@ -272,17 +286,29 @@ def main() -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     state: SqsApp = app.extensions["sqs_app"]
     socketio: SocketIO = app.extensions["socketio"]
 
-    def shut_down(signum, _frame):
-        log.info("%s received: stopping the consumer, finishing messages in hand",
-                 signal.Signals(signum).name)
-        if not state.stop(timeout=settings.visibility_timeout):
+    stopping = []
+
+    def finish_and_exit():
+        if not state.stop(timeout=settings.wait_time_seconds + settings.visibility_timeout):
             log.warning("messages still in hand at exit; SQS will redeliver them")
-        raise SystemExit(0)
+        log.info("stopped cleanly")
+        logging.shutdown()
+        # The dev server has no clean stop from another thread or greenlet; everything is finished.
+        os._exit(0)
+
+    def shut_down(signum, _frame):
+        if stopping:  # a second Ctrl-C: quit now; SQS redelivers whatever was in flight
+            log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
+            os._exit(1)
+        stopping.append(signum)
+        log.info("%s received: waiting up to %ds for the long poll to return and the messages in hand "
+                 "to finish (Ctrl-C again to quit now)", signal.Signals(signum).name, settings.wait_time_seconds)
+        # Not in the handler itself: under eventlet it runs in the hub, which must keep running.
+        socketio.start_background_task(finish_and_exit)
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)

@@ -167,8 +167,6 @@ class SqsConsumer:
         self._start_lock = threading.Lock()
         self._in_hand: dict[str, str] = {}       # receipt handle -> message id
         self._in_hand_lock = threading.Lock()
-        self._idle = threading.Event()
-        self._idle.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -183,15 +181,19 @@ class SqsConsumer:
         return True
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop polling and wait until the messages in hand are handled (or released).
+        """Stop polling; wait for the in-flight long poll and the messages in hand.
 
-        An in-flight long poll cannot be cancelled; messages it still brings back are released
-        at once (visibility 0) without being handled. Returns False if `timeout` ran out first.
+        A long poll cannot be cancelled, and abandoning it would let SQS hand it messages that nobody
+        reads (invisible until their visibility timeout runs out). So the loop waits for it to return
+        (at most `wait_time_seconds`) and releases what it brought at once (visibility 0) without
+        handling it. Returns False if `timeout` ran out first.
         """
         self._stopping.set()
-        if self.stats.state not in ("stopped",):
+        if not self._started:
+            return True
+        if self.stats.state != "stopped":
             self.stats.state = "stopping"
-        return self._idle.wait(timeout)
+        return self._stopped.wait(timeout)
 
     @property
     def running(self) -> bool:
@@ -332,7 +334,6 @@ class SqsConsumer:
 
     def _hold(self, messages: list[ReceivedMessage]) -> None:
         with self._in_hand_lock:
-            self._idle.clear()
             for m in messages:
                 self._in_hand[m.receipt_handle] = m.message_id
 
@@ -340,8 +341,6 @@ class SqsConsumer:
         with self._in_hand_lock:
             for m in messages:
                 self._in_hand.pop(m.receipt_handle, None)
-            if not self._in_hand:
-                self._idle.set()
 
     def _heartbeat_loop(self) -> None:
         """Keep messages in hand invisible while their handler runs (a breakpoint, a slow job)."""

@@ -189,7 +189,8 @@ class AppProcess:
         self.log_file = tempfile.NamedTemporaryFile(prefix="app-", suffix=".log", delete=False)
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith(("AWS_", "QUEUE_", "APP_", "SQS_")) and k not in ("PORT", "HOST")}
-        self.env = {**clean, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
+        # Short long polls by default: shutdown waits for the poll in flight.
+        self.env = {**clean, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", "WAIT_TIME_SECONDS": "2", **env}
         self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=self.env,
                                      stdout=self.log_file, stderr=subprocess.STDOUT)
 

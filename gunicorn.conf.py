@@ -1,0 +1,43 @@
+"""Gunicorn settings for the container image: `gunicorn --config gunicorn.conf.py 'app:create_app()'`.
+
+One worker, always: Socket.IO keeps its clients in the process, and the consumer must run once.
+ASYNC_MODE picks the worker: threads (gthread) for threading, the eventlet worker for eventlet.
+"""
+
+import os
+import sys
+import warnings
+
+from settings import Settings, SettingsError
+
+# eventlet 0.41 warns on import that it is in maintenance mode (the README says so); once is enough.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+try:
+    _settings = Settings.from_env()
+except SettingsError as exc:  # the same one-line error as `python app.py`, before any worker starts
+    print(f"configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = 1
+if _settings.async_mode == "eventlet":
+    worker_class = "eventlet"
+    worker_connections = 1000
+else:
+    worker_class = "gthread"
+    threads = 50  # each Socket.IO connection holds a thread
+# Long enough to finish the messages in hand (the consumer never waits for a long poll to end).
+graceful_timeout = 30
+timeout = 60
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+
+
+def worker_exit(server, worker):
+    """SIGTERM: stop polling and finish (or release) the messages in hand before the worker exits."""
+    state = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("sqs_app")
+    if state is not None:
+        state.stop(timeout=graceful_timeout - 5)
