@@ -133,6 +133,15 @@ class SqsApp:
     def stop(self, timeout: float) -> bool:
         return self.consumer.stop(timeout) if self.consumer else True
 
+    def shutdown(self, timeout: float) -> bool:
+        """SIGTERM: stop the consumer (finishing the messages in hand), then close browser connections,
+        which would otherwise keep the server waiting for its grace period. True if all finished."""
+        finished = self.stop(timeout)
+        server = self.socketio.server
+        for sid, _ in list(server.manager.get_participants("/", None)):
+            server.disconnect(sid)
+        return finished
+
     # -- health --------------------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict]:
@@ -293,7 +302,7 @@ def main() -> int:
     stopping = []
 
     def finish_and_exit():
-        if not state.stop(timeout=settings.wait_time_seconds + settings.visibility_timeout):
+        if not state.shutdown(timeout=settings.wait_time_seconds + settings.visibility_timeout):
             log.warning("messages still in hand at exit; SQS will redeliver them")
         log.info("stopped cleanly")
         logging.shutdown()

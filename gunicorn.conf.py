@@ -27,7 +27,7 @@ if _settings.async_mode == "eventlet":
 else:
     worker_class = "gthread"
     threads = 50  # each Socket.IO connection holds a thread
-# Long enough to finish the messages in hand (the consumer never waits for a long poll to end).
+# Longer than one long poll (20 s), which the consumer waits for on SIGTERM, plus the messages in hand.
 graceful_timeout = 30
 timeout = 60
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -36,8 +36,29 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 
 
+def post_worker_init(worker):
+    """On SIGTERM, start stopping the consumer at once, in the background.
+
+    Gunicorn waits up to graceful_timeout for open requests before the worker exits, and a browser's
+    Socket.IO connection never ends by itself: without this the consumer would keep taking messages
+    until it is killed. `shutdown` also closes those connections, so the worker can exit early.
+    """
+    import signal
+
+    state = worker.wsgi.extensions.get("sqs_app")
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        if state is not None:
+            state.socketio.start_background_task(state.shutdown, graceful_timeout - 5)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def worker_exit(server, worker):
-    """SIGTERM: stop polling and finish (or release) the messages in hand before the worker exits."""
+    """Last stop: make sure nothing is in hand before the worker process ends."""
     state = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("sqs_app")
     if state is not None:
         state.stop(timeout=graceful_timeout - 5)

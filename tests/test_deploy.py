@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jsonschema
@@ -139,7 +140,16 @@ def test_mirrords_schema_rejects_the_invalid_forms(mirrord_validator, bad):
 def test_mirrord_configs_do_their_jobs():
     configs = mirrord_configs()
     assert configs["plain"]["operator"] is False and "copy_target" not in configs["plain"]["feature"]
-    assert configs["plain"]["feature"]["network"]["incoming"] == "mirror"
+    for name, config in configs.items():
+        feature = config["feature"]
+        assert feature["network"]["incoming"]["mode"] == "mirror", name
+        # The local page on a fixed port that the Compose producer (5000) does not hold.
+        assert feature["network"]["incoming"]["listen_ports"] == [[5000, 5050]], name
+        # Messages received locally must show your machine, not the pod: no remote hostname or POD_NAME.
+        assert feature["hostname"] is False and "POD_NAME" in feature["env"]["exclude"], name
+        # The image's HOST=0.0.0.0 must not open the local dev server to the network.
+        assert feature["env"]["override"]["HOST"] == "127.0.0.1", name
+        assert feature["fs"] == "local", name
     assert configs["exclusive"]["operator"] is True
     assert configs["exclusive"]["feature"]["copy_target"] == {"scale_down": True}
     split = configs["split"]["feature"]["split_queues"]
@@ -200,6 +210,14 @@ def test_operator_values_enable_sqs_splitting_and_reach_localstack():
     service = manifests()[("Service", "localstack")]
     assert endpoint == (f"http://{service['metadata']['name']}.{service['metadata']['namespace']}"
                         f".svc.cluster.local:{service['spec']['ports'][0]['port']}")
+
+
+def test_localstack_is_ready_by_the_same_check_in_compose_and_kubernetes():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    probe = container(manifests()[("Deployment", "localstack")])["readinessProbe"]["exec"]["command"]
+    assert probe[:2] == ["sh", "-c"] and probe[2] == compose["services"]["localstack"]["healthcheck"]["test"][1]
+    mount = container(manifests()[("Deployment", "localstack")])["volumeMounts"][0]
+    assert mount["mountPath"].endswith("/" + mount["subPath"]) and mount["subPath"] == "create-queues.py"
 
 
 def test_localstack_image_is_pinned_to_the_same_tag_everywhere():
@@ -340,24 +358,35 @@ def fresh_demo_queue(localstack_endpoint):
     return localstack_endpoint
 
 
-def check_flow(producer: HostService, consumer: HostService, consumer_name: str):
-    listener = Listener(consumer.base_url)
-    try:
-        response = producer.get("/status")
-        assert response.json()["mode"] == "producer"
-        import requests
+def check_flow(producer: HostService, consumer: HostService, consumer_name: str) -> Listener:
+    """A message from the producer reaches a Socket.IO client of the consumer; the client stays
+    connected (as a browser tab would) for the shutdown that follows."""
+    import requests
 
-        sent = requests.post(producer.base_url + "/produce", timeout=10,
-                             json={"message": "smoke", "attributes": {"user": "me"}, "count": 3}).json()
-        try:
-            events = listener.wait_messages(3, timeout=30)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- consumer log:\n{consumer.logs()}\n--- producer log:\n{producer.logs()}")
-        assert sorted(e["id"] for e in events) == sorted(sent["message_ids"])
-        assert {e["consumer"] for e in events} == {consumer_name}
-        assert all(e["attributes"]["user"]["value"] == "me" for e in events)
-    finally:
-        listener.close()
+    listener = Listener(consumer.base_url)
+    assert producer.get("/status").json()["mode"] == "producer"
+    sent = requests.post(producer.base_url + "/produce", timeout=10,
+                         json={"message": "smoke", "attributes": {"user": "me"}, "count": 3}).json()
+    try:
+        events = listener.wait_messages(3, timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- consumer log:\n{consumer.logs()}\n--- producer log:\n{producer.logs()}")
+    assert sorted(e["id"] for e in events) == sorted(sent["message_ids"])
+    assert {e["consumer"] for e in events} == {consumer_name}
+    assert all(e["attributes"]["user"]["value"] == "me" for e in events)
+    return listener
+
+
+def stop_with_a_browser_connected(service: HostService, listener: Listener, wait_time_seconds: int, grace: int):
+    """SIGTERM while a client is connected: the consumer stops at once (not after the grace period),
+    the connection is closed, and the process exits 0 within the grace period."""
+    started = time.monotonic()
+    code, output = service.stop(grace=grace)
+    elapsed = time.monotonic() - started
+    assert code == 0, output
+    assert "consumer stopped" in output and "Traceback" not in output, output
+    assert elapsed < wait_time_seconds + 10, f"took {elapsed:.1f}s\n{output}"
+    wait_until(lambda: not listener.client.connected, 5, "the server to close the Socket.IO connection")
 
 
 @pytest.mark.parametrize("async_mode", ["threading", "eventlet"])
@@ -374,18 +403,21 @@ def test_compose_services_run_as_host_processes(fresh_demo_queue, async_mode):
         for role in ("consumer", "producer"):
             env = {**compose["services"][role]["environment"], "ASYNC_MODE": async_mode}
             services[role] = HostService(env, fresh_demo_queue.url)
-        check_flow(services["producer"], services["consumer"], "compose-consumer")
+        listener = check_flow(services["producer"], services["consumer"], "compose-consumer")
         health = subprocess.run(healthcheck_cmd(), env=services["consumer"].env, timeout=10)
         assert health.returncode == 0   # the image's HEALTHCHECK command
+        grace = int(compose["x-app"]["stop_grace_period"].rstrip("s"))
+        stop_with_a_browser_connected(services.pop("consumer"), listener, 20, grace)
     finally:
         for service in services.values():
             code, output = service.stop(grace=40)
             assert code == 0, output
-            assert "Traceback" not in output, output
 
 
 def test_kubernetes_deployments_run_as_host_processes(fresh_demo_queue):
     resources = manifests()
+    config = resources[("ConfigMap", "sqs-demo-config")]["data"]
+    grace = resources[("Deployment", "sqs-consumer")]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     services = {}
     try:
         for role in ("consumer", "producer"):
@@ -396,9 +428,9 @@ def test_kubernetes_deployments_run_as_host_processes(fresh_demo_queue):
             for probe in ("livenessProbe", "readinessProbe"):
                 path = spec[probe]["httpGet"]["path"]
                 wait_until(lambda: services[role].get(path).status_code == 200, 20, f"{role} {path}")
-        check_flow(services["producer"], services["consumer"], "pod_name-7f9c-test")
+        listener = check_flow(services["producer"], services["consumer"], "pod_name-7f9c-test")
+        stop_with_a_browser_connected(services.pop("consumer"), listener, int(config["WAIT_TIME_SECONDS"]), grace)
     finally:
-        grace = resources[("Deployment", "sqs-consumer")]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         for service in services.values():
             code, output = service.stop(grace=grace)
             assert code == 0, output
