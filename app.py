@@ -79,8 +79,8 @@ class SqsApp:
             self.consumer = SqsConsumer(
                 poll_client, self.queue, self.deliver_to_browsers,
                 wait_time_seconds=settings.wait_time_seconds, max_messages=settings.max_messages,
-                visibility_timeout=settings.visibility_timeout, on_event=self.on_consumer_event,
-                spawn=socketio.start_background_task)
+                visibility_timeout=settings.visibility_timeout, concurrency=settings.pollers,
+                on_event=self.on_consumer_event, spawn=socketio.start_background_task)
         self._ready_lock = threading.Lock()
         self._ready_cache: tuple[float, int, dict] | None = None
 

@@ -41,6 +41,7 @@ class Settings:
     wait_time_seconds: int = 20
     visibility_timeout: int = 30
     max_messages: int = 10
+    pollers: int = 1
     history_size: int = 50
     consumer_name: str = field(default_factory=socket.gethostname)
     cors_allowed_origins: tuple[str, ...] = ()
@@ -95,6 +96,7 @@ class Settings:
             wait_time_seconds=env.integer("WAIT_TIME_SECONDS", 20, 0, 20),
             visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 30, 1, 43200),
             max_messages=env.integer("MAX_MESSAGES", 10, 1, 10),
+            pollers=env.integer("POLLERS", 1, 1, 10),
             history_size=env.integer("HISTORY_SIZE", 50, 0, 1000),
             consumer_name=env.text("CONSUMER_NAME") or env.text("POD_NAME") or socket.gethostname(),
             cors_allowed_origins=tuple(o.strip() for o in (env.text("CORS_ALLOWED_ORIGINS") or "").split(",")

@@ -132,6 +132,8 @@ class SqsConsumer:
     on_event: optional observer, called as `on_event(name, details)` with names
         `received`, `processed`, `failed`, `deleted`, `batch_done`, `error`, `recovered`, `empty`,
         `stopped`.
+    concurrency: how many long polls run at once (1-10). One keeps messages in order and a
+        debugging session simple; more drain a backlog faster.
     spawn: how to run a background task; the web layer passes `socketio.start_background_task`
         so the same code runs under threading and eventlet.
     """
@@ -141,13 +143,15 @@ class SqsConsumer:
                  failure_visibility_timeout: int = 0, heartbeat_interval: float | None = None,
                  on_event: Callable[[str, dict], None] | None = None,
                  spawn: Callable[[Callable[[], None]], Any] = _start_thread,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, concurrency: int = 1):
         if not 0 <= wait_time_seconds <= 20:
             raise ValueError("wait_time_seconds must be between 0 and 20")
         if not 1 <= max_messages <= 10:
             raise ValueError("max_messages must be between 1 and 10")
         if visibility_timeout < 1:
             raise ValueError("visibility_timeout must be at least 1 second")
+        if not 1 <= concurrency <= 10:
+            raise ValueError("concurrency must be between 1 and 10")
         self._client = client
         self._queue = _FixedQueue(queue) if isinstance(queue, str) else queue
         self._handler = handler
@@ -159,8 +163,11 @@ class SqsConsumer:
         self.heartbeat_interval = heartbeat_interval or max(1.0, visibility_timeout / 3)
         self._on_event = on_event or (lambda name, details: None)
         self._spawn = spawn
-        self._backoff = backoff or Backoff()
+        self._backoff_template = backoff or Backoff()
+        self.concurrency = concurrency
+        self._loops_running = 0
         self.stats = ConsumerStats()
+        self._stats_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._started = False
@@ -176,7 +183,9 @@ class SqsConsumer:
             if self._started:
                 return False
             self._started = True
-        self._spawn(self._poll_loop)
+        self._loops_running = self.concurrency
+        for _ in range(self.concurrency):
+            self._spawn(self._poll_loop)
         self._spawn(self._heartbeat_loop)
         return True
 
@@ -205,19 +214,29 @@ class SqsConsumer:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            for name, n in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
+
     def _poll_loop(self) -> None:
         log.info("consumer polling (wait %ds, up to %d messages, visibility %ds)",
                  self.wait_time_seconds, self.max_messages, self.visibility_timeout)
+        backoff = Backoff(self._backoff_template.base, self._backoff_template.cap)
         try:
             while not self._stopping.is_set():
-                self._poll_once()
+                self._poll_once(backoff)
         finally:
-            self.stats.state = "stopped"
-            self._stopped.set()
-            self._on_event("stopped", {})
-            log.info("consumer stopped")
+            with self._stats_lock:
+                self._loops_running -= 1
+                last = self._loops_running == 0
+            if last:
+                self.stats.state = "stopped"
+                self._stopped.set()
+                self._on_event("stopped", {})
+                log.info("consumer stopped")
 
-    def _poll_once(self) -> None:
+    def _poll_once(self, backoff: Backoff) -> None:
         self.stats.state = "polling"
         try:
             queue_url = self._queue.url()
@@ -230,12 +249,12 @@ class SqsConsumer:
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
             )
         except SQS_ERRORS as exc:
-            self._sqs_error("receive", exc)
+            self._sqs_error("receive", exc, backoff)
             return
         received_at = time.time()
         self.stats.last_poll_monotonic = time.monotonic()
-        if self._backoff.failures:
-            self._backoff.reset()
+        if backoff.failures:
+            backoff.reset()
             self.stats.last_error = None
             log.info("SQS answers again; consumer resumed")
             self._on_event("recovered", {})
@@ -245,7 +264,7 @@ class SqsConsumer:
             return
         messages = [ReceivedMessage.from_sqs(raw, received_at) for raw in raw_messages]
         self._hold(messages)
-        self.stats.received += len(messages)
+        self._count(received=len(messages))
         self._on_event("received", {"count": len(messages)})
         try:
             if self._stopping.is_set():
@@ -273,7 +292,7 @@ class SqsConsumer:
         try:
             self._handler(message)
         except Exception as exc:  # the handler is user code: any failure means "not done"
-            self.stats.failed += 1
+            self._count(failed=1)
             log.warning("handler failed for message %s (receive count %d): %s",
                         message.message_id, message.receive_count, describe_error(exc))
             self._on_event("failed", {"message": message, "error": describe_error(exc)})
@@ -287,16 +306,16 @@ class SqsConsumer:
             response = self._client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
         except SQS_ERRORS as exc:
             # Not deleted means redelivered later: at-least-once, never lost.
-            self._sqs_error("delete", exc, backoff=False)
+            self._sqs_error("delete", exc)
             return
         failed = response.get("Failed", [])
         for failure in failed:
-            self.stats.errors += 1
+            self._count(errors=1)
             self.stats.last_error = f"delete failed: {failure.get('Code')}: {failure.get('Message', '')}"
             log.warning("delete of message %s failed: %s", messages[int(failure["Id"])].message_id,
                         self.stats.last_error)
         deleted = len(messages) - len(failed)
-        self.stats.deleted += deleted
+        self._count(deleted=deleted)
         self._on_event("deleted", {"count": deleted, "failed": len(failed)})
 
     def _change_visibility(self, queue_url: str, messages: list[ReceivedMessage], seconds: int) -> None:
@@ -305,22 +324,23 @@ class SqsConsumer:
         try:
             response = self._client.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
         except SQS_ERRORS as exc:
-            self._sqs_error("change visibility", exc, backoff=False)
+            self._sqs_error("change visibility", exc)
             return
         for failure in response.get("Failed", []):
             log.warning("visibility change failed for %s: %s",
                         messages[int(failure["Id"])].message_id, failure.get("Code"))
 
-    def _sqs_error(self, action: str, exc: BaseException, backoff: bool = True) -> None:
-        self.stats.errors += 1
+    def _sqs_error(self, action: str, exc: BaseException, backoff: Backoff | None = None) -> None:
+        """Count and report an SQS failure; with `backoff`, wait before the loop tries again."""
+        self._count(errors=1)
         self.stats.last_error = f"{action}: {describe_error(exc)}"
         if is_queue_missing(exc):
             self._queue.forget()   # look it up (or create it) again on the next poll
-        if not backoff:
+        if backoff is None:
             log.warning("SQS %s failed: %s", action, describe_error(exc))
             self._on_event("error", {"action": action, "error": self.stats.last_error})
             return
-        delay = self._backoff.next_delay()
+        delay = backoff.next_delay()
         log.warning("SQS %s failed: %s; retrying in %.1fs", action, describe_error(exc), delay)
         self.stats.state = "backing_off"
         self._on_event("error", {"action": action, "error": self.stats.last_error})

@@ -11,6 +11,7 @@ import sys
 import time
 
 from bench.common import localstack, prefill, report
+from bench.common import LeanClient
 from tests.servers import AppProcess, Listener, endpoint_env, wait_until
 
 CLIENTS = 5
@@ -48,21 +49,22 @@ def baseline_drain(endpoint, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def app_drain(endpoint, count: int, async_mode: str, pollers: int) -> float:
+def app_drain(endpoint, count: int, async_mode: str, pollers: int, client_class=LeanClient) -> float:
     queue_name, queue_url = delayed_queue(endpoint)
     app = AppProcess(endpoint_env(endpoint, queue_name, APP_MODE="consumer", ASYNC_MODE=async_mode,
                                   WAIT_TIME_SECONDS="1", HISTORY_SIZE="0", POLLERS=str(pollers),
                                   LOG_LEVEL="WARNING"))
     try:
         app.wait_healthy()
-        listeners = [Listener(app.base_url) for _ in range(CLIENTS)]
+        clients = [client_class(app.base_url) for _ in range(CLIENTS)]
+        ids = (lambda c: c.ids) if client_class is LeanClient else (lambda c: [m["id"] for m in c.messages()])
         started = fill(endpoint, queue_url, count)
-        wait_until(lambda: all(len(lst.messages()) >= count for lst in listeners), 600,
+        wait_until(lambda: all(len(ids(c)) >= count for c in clients), 600,
                    f"{count} messages at {CLIENTS} clients", interval=0.02)
         elapsed = time.perf_counter() - started
-        for lst in listeners:
-            assert len({m["id"] for m in lst.messages()}) == count
-            lst.close()
+        for c in clients:
+            assert len(set(ids(c))) == count
+            c.close()
         return count / elapsed
     finally:
         app.stop()

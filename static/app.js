@@ -44,11 +44,14 @@ if (!socket) {
 const messages = $("messages");
 if (messages && socket) {
   const seen = new Set();
+  const shown = $("count-shown");
+  let received = 0;          // sqs_message events this tab got (history excluded)
   let pending = [];
   let scheduled = false;
 
   const flush = () => {
     scheduled = false;
+    shown.textContent = received;
     const rows = pending.map(renderMessage);
     pending = [];
     prepend(messages, rows);
@@ -68,6 +71,7 @@ if (messages && socket) {
     const key = m.id + "/" + m.receive_count;
     if (seen.has(key)) return;
     seen.add(key);
+    received++;
     if (seen.size > 5 * MAX_ROWS) seen.clear();
     queueRow({ message: m });
   });
