@@ -24,6 +24,7 @@ if os.environ.get("ASYNC_MODE", "").strip().lower() == "eventlet":
     eventlet.monkey_patch()
 
 import collections  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -39,15 +40,17 @@ from werkzeug.exceptions import HTTPException  # noqa: E402
 from settings import Settings, SettingsError  # noqa: E402
 from sqs_consumer import ReceivedMessage, SqsConsumer  # noqa: E402
 from sqs_producer import ProduceError, SqsProducer  # noqa: E402
-from sqs_queue import SQS_ERRORS, EmbeddedSqs, SqsQueue, describe_error, make_client  # noqa: E402
+from sqs_queue import SQS_ERRORS, EmbeddedSqs, QueueBusy, SqsQueue, describe_error, make_client  # noqa: E402
 
 log = logging.getLogger("app")
 
 SOCKET_IO_CLIENT_DIR = Path(__file__).resolve().parent / "node_modules" / "socket.io-client" / "dist"
-MAX_REQUEST_BYTES = 2 * 1024 * 1024
+# A 1 MiB message written with \uXXXX escapes, plus base64 attributes, fits comfortably.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 READY_CACHE_SECONDS = 1.0
 # A poll loop that has not finished a receive for this long past its wait time is stuck.
 HEALTH_GRACE_SECONDS = 45
+HISTORY_BODY_CHARS = 10_000
 
 
 class SimulatedFailure(Exception):
@@ -66,9 +69,10 @@ class SqsApp:
         # The poller's read timeout must outlast its long poll; it retries by itself with backoff.
         poll_client = make_client(settings, endpoint, read_timeout=settings.wait_time_seconds + 10,
                                   max_attempts=1)
-        send_client = make_client(settings, endpoint, read_timeout=10)
+        # A hung endpoint must not hold a /produce request for long: 2 tries of at most 2 + 5 s.
+        send_client = make_client(settings, endpoint, read_timeout=5, connect_timeout=2, max_attempts=2)
         # Readiness answers in well under a second, whatever the long poll is doing.
-        self.probe_client = make_client(settings, endpoint, read_timeout=1, connect_timeout=0.5,
+        self.probe_client = make_client(settings, endpoint, read_timeout=2, connect_timeout=0.5,
                                         max_attempts=1)
         # One queue, resolved once, shared by the producer, the consumer and the probes.
         self.queue = SqsQueue(send_client, settings, endpoint)
@@ -83,6 +87,9 @@ class SqsApp:
                 on_event=self.on_consumer_event, spawn=socketio.start_background_task)
         self._ready_lock = threading.Lock()
         self._ready_cache: tuple[float, int, dict] | None = None
+        self._dlq_url: str | None = None
+        self._requests_in_flight = 0
+        self._requests_lock = threading.Lock()
 
     # -- consumer side -------------------------------------------------------------------------
 
@@ -101,15 +108,20 @@ class SqsApp:
             "group_id": message.group_id,
             "consumer": self.settings.consumer_name,
         }
-        self.history.append(event)
         self.socketio.emit("sqs_message", event)
+        if len(event["body"]) > HISTORY_BODY_CHARS:
+            # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
+            event = {**event, "body": event["body"][:HISTORY_BODY_CHARS], "json": None, "body_truncated": True}
+        self.history.append(event)
 
     def on_consumer_event(self, name: str, details: dict) -> None:
         if name == "failed":
             message = details["message"]
+            info = self.queue.info()
             self.socketio.emit("sqs_message_failed", {
-                "id": message.message_id, "error": details["error"],
-                "receive_count": message.receive_count, "consumer": self.settings.consumer_name})
+                "id": message.message_id, "error": details["error"], "receive_count": message.receive_count,
+                "max_receive_count": info.max_receive_count, "dead_letter_queue": self.queue.dead_letter_queue_name,
+                "consumer": self.settings.consumer_name})
         if name in ("batch_done", "error", "recovered", "stopped"):
             self.socketio.emit("consumer_status", self.consumer_status())
 
@@ -142,6 +154,23 @@ class SqsApp:
             server.disconnect(sid)
         return finished
 
+    @contextlib.contextmanager
+    def request_in_flight(self):
+        """Counts /produce requests being sent, so that shutdown lets them finish."""
+        with self._requests_lock:
+            self._requests_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._requests_lock:
+                self._requests_in_flight -= 1
+
+    def wait_for_requests(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._requests_in_flight and time.monotonic() < deadline:
+            self.socketio.sleep(0.05)
+        return not self._requests_in_flight
+
     # -- health --------------------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict]:
@@ -158,22 +187,39 @@ class SqsApp:
         return 200, {"status": "ok", "seconds_since_last_poll": round(age, 1)}
 
     def readiness(self) -> tuple[int, dict]:
-        with self._ready_lock:
-            cached = self._ready_cache
-            if cached and time.monotonic() - cached[0] < READY_CACHE_SECONDS:
-                return cached[1], cached[2]
+        """200 when the queue is resolved and SQS answers a quick probe; never waits on a slow lookup."""
+        cached = self._ready_cache
+        if cached and time.monotonic() - cached[0] < READY_CACHE_SECONDS:
+            return cached[1], cached[2]
+        if not self._ready_lock.acquire(blocking=False):
+            # Another request is probing right now: answer with what we knew last.
+            return (cached[1], cached[2]) if cached else (503, {"status": "not ready", "reason": "checking SQS"})
+        try:
             try:
-                url = self.queue.info(client=self.probe_client).url
-                attrs = self.probe_client.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                                  "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-                answer = 200, {"status": "ready", "queue_url": url,
-                               "messages_visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
-                               "messages_in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))}
+                info = self.queue.info(client=self.probe_client, wait=False)
+                answer = 200, {"status": "ready", "queue_url": info.url, **self._depths(info)}
+            except QueueBusy as exc:
+                answer = 503, {"status": "not ready", "reason": str(exc), **self.queue.describe()}
             except SQS_ERRORS as exc:
                 answer = 503, {"status": "not ready", "reason": describe_error(exc), **self.queue.describe()}
             self._ready_cache = (time.monotonic(), *answer)
             return answer
+        finally:
+            self._ready_lock.release()
+
+    def _depths(self, info) -> dict:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attrs = self.probe_client.get_queue_attributes(QueueUrl=info.url, AttributeNames=names)["Attributes"]
+        depths = {"messages_visible": int(attrs.get(names[0], 0)), "messages_in_flight": int(attrs.get(names[1], 0))}
+        dlq_name = self.queue.dead_letter_queue_name
+        if dlq_name:
+            if self._dlq_url is None:
+                self._dlq_url = self.probe_client.get_queue_url(QueueName=dlq_name)["QueueUrl"]
+            dlq = self.probe_client.get_queue_attributes(QueueUrl=self._dlq_url, AttributeNames=names[:1])
+            depths.update(dead_letter_queue=dlq_name,
+                          dead_letter_messages=int(dlq["Attributes"].get(names[0], 0)),
+                          max_receive_count=info.max_receive_count)
+        return depths
 
 
 def create_app(settings: Settings | None = None, *, start_consumer: bool = True) -> Flask:
@@ -181,7 +227,9 @@ def create_app(settings: Settings | None = None, *, start_consumer: bool = True)
     settings = settings or Settings.from_env()
     configure_logging(settings)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    # One byte over our own cap: Werkzeug silently cuts a chunked body at this limit, and the extra
+    # byte lets _read_json_request tell "too large" from "exactly at the limit".
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES + 1
     socketio = SocketIO(app, async_mode=settings.async_mode,
                         # None: same origin only. Extra origins are listed in CORS_ALLOWED_ORIGINS.
                         cors_allowed_origins=list(settings.cors_allowed_origins) or None)
@@ -192,6 +240,14 @@ def create_app(settings: Settings | None = None, *, start_consumer: bool = True)
     log.info("mode=%s async=%s consumer=%s backend=%s endpoint=%s region=%s queue=%s",
              settings.app_mode, settings.async_mode, settings.consumer_name,
              *(state.queue.describe()[k] for k in ("backend", "endpoint", "region", "queue_name")))
+    if settings.backend == "embedded" and settings.app_mode != "all":
+        log.warning("APP_MODE=%s on the embedded endpoint: it lives inside this process, so no other "
+                    "process can reach its queue; use APP_MODE=all, or LocalStack for separate processes",
+                    settings.app_mode)
+    if settings.backend == "embedded" and settings.app_mode != "all":
+        log.warning("APP_MODE=%s on the embedded endpoint: it lives inside this process, so no other "
+                    "process can reach its queue; use APP_MODE=all, or LocalStack for separate processes",
+                    settings.app_mode)
     if not (SOCKET_IO_CLIENT_DIR / "socket.io.min.js").is_file():
         log.warning("the Socket.IO browser client is missing (run `npm ci`): pages will not update live")
     if start_consumer:
@@ -215,6 +271,9 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         # JSON for every error, never an HTML page or a traceback.
+        if exc.code == 413:
+            return jsonify({"error": f"the request body is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB",
+                            "field": "body"}), 413
         return jsonify({"error": exc.description, "field": None}), exc.code
 
     @app.errorhandler(Exception)
@@ -226,22 +285,20 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
     def index():
         return render_template("index.html", settings=settings, queue=state.queue.describe())
 
-    @app.post("/produce")
+    @app.route("/produce", methods=["POST"], provide_automatic_options=False)
     def produce():
         if not state.producer:
             return jsonify({"error": f"this instance runs APP_MODE={settings.app_mode}: no producer",
                             "field": None}), 404
-        if not request.is_json:
-            # Also refuses cross-site HTML form posts, which cannot send application/json.
-            return jsonify({"error": "send the request as JSON with Content-Type: application/json",
-                            "field": "Content-Type"}), 415
-        payload = request.get_json(silent=True)
-        if payload is None:
-            return jsonify({"error": "the request body is not valid JSON", "field": "body"}), 400
         try:
-            return jsonify(state.producer.produce(payload))
+            payload = _read_json_request()
         except ProduceError as exc:
             return jsonify(exc.to_json()), exc.status
+        with state.request_in_flight():
+            try:
+                return jsonify(state.producer.produce(payload))
+            except ProduceError as exc:
+                return jsonify(exc.to_json()), exc.status
 
     @app.get("/healthz")
     def healthz():
@@ -273,20 +330,94 @@ def _register_socket_events(socketio: SocketIO, state: SqsApp) -> None:
         socketio.emit("consumer_status", state.consumer_status(), to=request.sid)
 
 
+def _read_json_request():
+    """The request body as JSON, strictly: UTF-8, no NaN or Infinity, no duplicate keys, bounded
+    size and depth. Anything else is a ProduceError naming what is wrong."""
+    if not request.is_json:
+        # Also refuses cross-site HTML form posts, which cannot send application/json.
+        raise ProduceError(415, "send the request as JSON with Content-Type: application/json", "Content-Type")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ProduceError(415, f"send JSON as UTF-8 (got charset={charset})", "Content-Type")
+    if request.content_encoding:
+        raise ProduceError(415, f"Content-Encoding {request.content_encoding} is not accepted; send plain JSON",
+                           "Content-Encoding")
+    # Read at most one byte more than allowed, so a chunked body without Content-Length is bounded too.
+    data = request.stream.read(MAX_REQUEST_BYTES + 1)
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ProduceError(413, f"the request body is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB", "body")
+    try:
+        return strict_json(data.decode("utf-8"), reject_duplicates=True)
+    except UnicodeDecodeError:
+        raise ProduceError(400, "the request body is not valid UTF-8", "body") from None
+    except DuplicateKey as exc:
+        raise ProduceError(400, f"duplicate key {exc.key!r} in the JSON body", exc.key) from None
+    except RecursionError:
+        raise ProduceError(400, "the JSON body is nested too deeply", "body") from None
+    except ValueError as exc:
+        raise ProduceError(400, f"the request body is not valid JSON ({exc})", "body") from None
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str, reject_duplicates: bool = False):
+    """Parse standard JSON only: NaN, Infinity and numbers too large for a double are refused,
+    since browsers cannot parse them back (one such value would break every page's live view)."""
+    value = json.loads(text, parse_constant=_no_constants,
+                       object_pairs_hook=_no_duplicates if reject_duplicates else None)
+    json.dumps(value, allow_nan=False)   # 1e400 parses to inf: refuse it here
+    return value
+
+
 def configure_logging(settings: Settings) -> None:
     """One log format for `python app.py` and Gunicorn; leaves logging alone if already set up."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=settings.log_level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Request lines from the dev server and the embedded moto server drown the app's own log.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Request lines from the dev server and the embedded moto server drown the app's own log; and
+    # `python app.py` is meant to run the dev server locally (containers run Gunicorn).
+    werkzeug_log = logging.getLogger("werkzeug")
+    werkzeug_log.setLevel(logging.WARNING)
+    werkzeug_log.addFilter(lambda record: "production deployment" not in record.getMessage())
 
 
 def _parse_json(body: str):
+    """The body's JSON value for the page, or None when it is not (standard) JSON."""
     try:
-        return json.loads(body)
-    except ValueError:
+        return strict_json(body)
+    except (ValueError, RecursionError):
         return None
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen there, found before the consumer starts taking messages."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def main() -> int:
@@ -295,15 +426,23 @@ def main() -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    problem = _cannot_listen(settings.host, settings.port)
+    if problem:
+        print(f"configuration error: HOST={settings.host} PORT={settings.port}: {problem}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     state: SqsApp = app.extensions["sqs_app"]
     socketio: SocketIO = app.extensions["socketio"]
 
     stopping = []
 
+    grace = settings.wait_time_seconds + settings.visibility_timeout
+
     def finish_and_exit():
-        if not state.shutdown(timeout=settings.wait_time_seconds + settings.visibility_timeout):
-            log.warning("messages still in hand at exit; SQS will redeliver them")
+        finished = state.shutdown(timeout=grace)
+        finished = state.wait_for_requests(timeout=grace) and finished
+        if not finished:
+            log.warning("work still in hand at exit; SQS will redeliver what was not deleted")
         log.info("stopped cleanly")
         logging.shutdown()
         # The dev server has no clean stop from another thread or greenlet; everything is finished.
@@ -314,8 +453,10 @@ def main() -> int:
             log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
             os._exit(1)
         stopping.append(signum)
-        log.info("%s received: waiting up to %ds for the long poll to return and the messages in hand "
-                 "to finish (Ctrl-C again to quit now)", signal.Signals(signum).name, settings.wait_time_seconds)
+        what = ("the long poll in flight, the messages in hand and open /produce requests" if state.consumer
+                else "open /produce requests")
+        log.info("%s received: finishing %s (at most %ds; Ctrl-C again to quit now)",
+                 signal.Signals(signum).name, what, grace)
         # Not in the handler itself: under eventlet it runs in the hub, which must keep running.
         socketio.start_background_task(finish_and_exit)
 

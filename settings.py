@@ -8,6 +8,7 @@ raises `SettingsError` whose message is one line naming the variable and what it
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -76,6 +77,11 @@ class Settings:
         queue_name = env.text("QUEUE_NAME") or "sample-queue"
         if queue_url and not queue_url.startswith(("http://", "https://")):
             raise SettingsError(f"QUEUE_URL must be a full https:// or http:// queue URL, got {queue_url!r}")
+        if queue_url and backend == "embedded":
+            raise SettingsError("QUEUE_URL needs AWS_ENDPOINT_URL (or SQS_BACKEND=aws): the embedded endpoint "
+                                "makes its own queue from QUEUE_NAME")
+        region = env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION") or "us-east-1"
+        _check_region(region, backend)
         if not queue_url:
             _check_queue_name(queue_name)
 
@@ -84,7 +90,7 @@ class Settings:
             async_mode=env.choice("ASYNC_MODE", ASYNC_MODES, default="threading"),
             host=env.text("HOST") or "127.0.0.1",
             port=env.integer("PORT", 5000, 1, 65535),
-            region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION") or "us-east-1",
+            region=region,
             backend=backend,
             endpoint_url=endpoint_url,
             queue_name=queue_name,
@@ -97,13 +103,27 @@ class Settings:
             visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 30, 1, 43200),
             max_messages=env.integer("MAX_MESSAGES", 10, 1, 10),
             pollers=env.integer("POLLERS", 1, 1, 10),
-            history_size=env.integer("HISTORY_SIZE", 50, 0, 1000),
+            # The page keeps 200 rows; more history than that would never be shown.
+            history_size=env.integer("HISTORY_SIZE", 50, 0, 200),
             consumer_name=env.text("CONSUMER_NAME") or env.text("POD_NAME") or socket.gethostname(),
             cors_allowed_origins=tuple(o.strip() for o in (env.text("CORS_ALLOWED_ORIGINS") or "").split(",")
                                        if o.strip()),
             log_level=env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
                                  transform=str.upper),
         )
+
+
+def _check_region(region: str, backend: str) -> None:
+    variable = "AWS_REGION/AWS_DEFAULT_REGION"
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", region):
+        raise SettingsError(f"{variable} must be a region name like us-east-1; got {region!r}")
+    if backend == "embedded":
+        import boto3   # the embedded moto server knows exactly the regions boto3 lists for SQS
+
+        known = boto3.session.Session().get_available_regions("sqs")
+        if region not in known:
+            raise SettingsError(f"{variable}: the embedded endpoint does not know {region!r}; use one of "
+                                f"{', '.join(sorted(known)[:6])}, ...")
 
 
 def _check_queue_name(name: str) -> None:

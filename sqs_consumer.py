@@ -28,6 +28,8 @@ from sqs_queue import SQS_ERRORS, describe_error, is_queue_missing
 
 log = logging.getLogger(__name__)
 
+EMPTY_SHORT_POLL_PAUSE = 1.0   # seconds between empty receives when WAIT_TIME_SECONDS is 0
+
 
 @dataclass(frozen=True)
 class ReceivedMessage:
@@ -261,6 +263,9 @@ class SqsConsumer:
         raw_messages = response.get("Messages", [])
         if not raw_messages:
             self._on_event("empty", {})
+            if self.wait_time_seconds == 0:
+                # Short polling: pause, or an empty queue would be asked thousands of times a second.
+                self._stopping.wait(EMPTY_SHORT_POLL_PAUSE)
             return
         messages = [ReceivedMessage.from_sqs(raw, received_at) for raw in raw_messages]
         self._hold(messages)

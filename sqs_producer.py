@@ -288,5 +288,9 @@ def _check_number(field: str, text: str) -> None:
     if not _NUMBER.fullmatch(text):
         raise invalid(field, f"{text!r} is not a number")
     number = Decimal(text)
-    if len(number.as_tuple().digits) > 38 or not Decimal("-1e128") <= number <= Decimal("1e126"):
-        raise invalid(field, "a Number attribute has at most 38 significant digits, between -10^128 and 10^126")
+    # SQS: up to 38 significant digits, and 0 or a magnitude from 10^-128 to 10^+126.
+    significant = "".join(map(str, number.as_tuple().digits)).strip("0")
+    if len(significant) > 38 or (
+            number != 0 and not Decimal("1e-128") <= abs(number) <= Decimal("1e126")):
+        raise invalid(field, "a Number attribute has at most 38 significant digits and is 0 or between "
+                             "10^-128 and 10^126 in magnitude")

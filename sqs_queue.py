@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
+import time
 from dataclasses import dataclass
 
 import boto3
@@ -26,8 +28,11 @@ from settings import Settings
 
 log = logging.getLogger(__name__)
 
+SQS_ERRORS = (BotoCoreError, ClientError)
 # Error codes meaning "that queue is not there" (the JSON and the query protocol spell it differently).
 QUEUE_MISSING_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+# A failed lookup is answered from memory for this long, instead of being repeated for each caller.
+FAILURE_MEMORY_SECONDS = 5
 TEST_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
@@ -36,11 +41,18 @@ def is_queue_missing(exc: BaseException) -> bool:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for logs, the page and JSON errors; never a traceback."""
+    """One short line for logs, the page and JSON errors; never a traceback or an HTML page."""
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": ")
-    return f"{type(exc).__name__}: {exc}"
+        text = f"{err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": ")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())   # a server's HTML error page, flattened
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class QueueBusy(Exception):
+    """The queue is being looked up by another caller right now (readiness does not wait)."""
 
 
 def _cheapen_moto_clock() -> None:
@@ -130,6 +142,7 @@ class SqsQueue:
         self._settings = settings
         self.endpoint_url = endpoint_url
         self._info: QueueInfo | None = None
+        self._last_failure: tuple[float, BaseException] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -150,15 +163,34 @@ class SqsQueue:
             "fifo": info.is_fifo if info else self.name.endswith(".fifo"),
         }
 
-    def info(self, client=None) -> QueueInfo:
-        """The queue's URL and attributes, resolved once (with `client` if given, e.g. a fast one)."""
+    def info(self, client=None, wait: bool = True) -> QueueInfo:
+        """The queue's URL and attributes, resolved once (with `client` if given, e.g. a fast one).
+
+        With wait=False, raise QueueBusy instead of waiting for a lookup already under way."""
         info = self._info
         if info is None:
-            with self._lock:
+            if not self._lock.acquire(blocking=wait):
+                raise QueueBusy(f"still looking up queue {self.name}")
+            try:
                 if self._info is None:
-                    self._info = self._resolve(client or self._client)
+                    failed = self._last_failure
+                    if failed and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+                        # It just failed for someone else: do not make every caller wait for it again.
+                        raise failed[1]
+                    try:
+                        self._info = self._resolve(client or self._client)
+                    except SQS_ERRORS as exc:
+                        self._last_failure = (time.monotonic(), exc)
+                        raise
                 info = self._info
+            finally:
+                self._lock.release()
         return info
+
+    @property
+    def dead_letter_queue_name(self) -> str | None:
+        info = self._info
+        return info.dead_letter_arn.rsplit(":", 1)[-1] if info and info.dead_letter_arn else None
 
     def url(self) -> str:
         return self.info().url
@@ -216,5 +248,3 @@ class SqsQueue:
                 return client.get_queue_url(QueueName=name)["QueueUrl"]
             raise
 
-
-SQS_ERRORS = (BotoCoreError, ClientError)

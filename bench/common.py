@@ -79,7 +79,7 @@ class LeanClient:
                                               + "/socket.io/?EIO=4&transport=websocket", timeout=10)
         assert self.ws.recv().startswith("0")          # Engine.IO open
         self.ws.send("40")                            # Socket.IO connect, default namespace
-        while not (frame := self.ws.recv()).startswith("40"):
+        while not self.ws.recv().startswith("40"):
             pass
         self.ws.settimeout(None)
         self._thread = threading.Thread(target=self._read, daemon=True)

@@ -12,7 +12,7 @@ import time
 
 from bench.common import localstack, prefill, report
 from bench.common import LeanClient
-from tests.servers import AppProcess, Listener, endpoint_env, wait_until
+from tests.servers import AppProcess, endpoint_env, wait_until
 
 CLIENTS = 5
 # Both sides drain a queue whose messages all become visible DELAY seconds after the fill started,
@@ -49,21 +49,20 @@ def baseline_drain(endpoint, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def app_drain(endpoint, count: int, async_mode: str, pollers: int, client_class=LeanClient) -> float:
+def app_drain(endpoint, count: int, async_mode: str, pollers: int) -> float:
     queue_name, queue_url = delayed_queue(endpoint)
     app = AppProcess(endpoint_env(endpoint, queue_name, APP_MODE="consumer", ASYNC_MODE=async_mode,
                                   WAIT_TIME_SECONDS="1", HISTORY_SIZE="0", POLLERS=str(pollers),
                                   LOG_LEVEL="WARNING"))
     try:
         app.wait_healthy()
-        clients = [client_class(app.base_url) for _ in range(CLIENTS)]
-        ids = (lambda c: c.ids) if client_class is LeanClient else (lambda c: [m["id"] for m in c.messages()])
+        clients = [LeanClient(app.base_url) for _ in range(CLIENTS)]
         started = fill(endpoint, queue_url, count)
-        wait_until(lambda: all(len(ids(c)) >= count for c in clients), 600,
+        wait_until(lambda: all(len(c.ids) >= count for c in clients), 600,
                    f"{count} messages at {CLIENTS} clients", interval=0.02)
         elapsed = time.perf_counter() - started
         for c in clients:
-            assert len(set(ids(c))) == count
+            assert len(set(c.ids)) == count
             c.close()
         return count / elapsed
     finally:

@@ -4,6 +4,7 @@
 
 const MAX_ROWS = 200;        // rows kept in each list; older ones are dropped
 const BURST_CHUNK = 100;     // a burst is sent in requests of this many, to show progress
+const BODY_CHARS = 2000;     // longer bodies are shortened on screen (the event has them whole)
 
 const $ = (id) => document.getElementById(id);
 
@@ -38,6 +39,29 @@ if (!socket) {
   socket.on("disconnect", () => { connection.textContent = "disconnected"; connection.className = "badge off"; });
   socket.on("connect_error", () => { connection.textContent = "reconnecting…"; connection.className = "badge off"; });
 }
+
+// ---------------------------------------------------------------- SQS reachability (every page)
+
+async function checkSqs() {
+  const badge = $("sqs-state");
+  try {
+    const response = await fetch("/readyz");
+    const r = await response.json();
+    if (response.ok) {
+      const dlq = r.dead_letter_queue ? ` · dead-letter queue: ${r.dead_letter_messages}` : "";
+      badge.textContent = `ready · ${r.messages_visible} waiting · ${r.messages_in_flight} in flight${dlq}`;
+      badge.className = "badge on";
+    } else {
+      badge.textContent = `not reachable: ${r.reason}`;
+      badge.className = "badge off";
+    }
+  } catch (err) {
+    badge.textContent = "the app does not answer";
+    badge.className = "badge off";
+  }
+}
+checkSqs();
+setInterval(checkSqs, 5000);
 
 // ---------------------------------------------------------------- consumer view
 
@@ -84,14 +108,22 @@ function renderMessage(item) {
   if (item.failure) {
     const f = item.failure;
     li.className = "failed";
-    li.appendChild(el("div", "error", `handler failed (receive ${f.receive_count}): ${f.error}`));
-    li.appendChild(el("div", "meta", `${f.id} · left for redelivery, then the dead-letter queue`));
+    const of = f.max_receive_count ? ` of ${f.max_receive_count}` : "";
+    li.appendChild(el("div", "error", `handler failed (attempt ${f.receive_count}${of}): ${f.error}`));
+    const next = f.max_receive_count && f.receive_count >= f.max_receive_count
+      ? `last attempt: SQS moves it to the dead-letter queue ${f.dead_letter_queue} instead of delivering it again`
+      : "left on the queue for redelivery";
+    li.appendChild(el("div", "meta", `${f.id} · ${next}`));
     return li;
   }
   const m = item.message;
   li.dataset.id = m.id;
-  const body = m.json !== null && typeof m.json === "object" ? JSON.stringify(m.json, null, 2) : m.body;
+  // The body exactly as received: re-serialising parsed JSON would change numbers and keys.
+  let body = m.body;
+  if (body.length > BODY_CHARS) body = body.slice(0, BODY_CHARS) + ` … (${m.body.length - BODY_CHARS} more characters)`;
+  else if (m.body_truncated) body += " … (shortened in history)";
   li.appendChild(el("pre", "body", body));
+  if (m.json !== null) li.firstChild.appendChild(el("span", "tag", "JSON"));
   const names = Object.keys(m.attributes || {});
   if (names.length) {
     const attrs = el("div", "attrs");
@@ -145,6 +177,9 @@ function readForm() {
     const type = row.querySelector(".attr-type").value;
     const value = row.querySelector(".attr-value").value;
     if (!name && !value) continue;
+    if (Object.prototype.hasOwnProperty.call(attrs, name)) {
+      throw new Error(`attributes.${name}: the same attribute name twice`);
+    }
     attrs[name] = type === "Binary" ? { DataType: type, BinaryValue: value } : { DataType: type, StringValue: value };
   }
   if (Object.keys(attrs).length) payload.attributes = attrs;
@@ -181,7 +216,14 @@ async function send() {
     result.textContent = "count: must be a whole number from 1 to 1000";
     return;
   }
-  const base = readForm();
+  let base;
+  try {
+    base = readForm();
+  } catch (err) {
+    result.className = "error";
+    result.textContent = err.message;
+    return;
+  }
   button.disabled = true;
   result.className = "";
   result.textContent = "sending…";
@@ -189,7 +231,6 @@ async function send() {
   progress.max = total;
   progress.value = 0;
   let sent = 0;
-  const rows = [];
   try {
     for (let chunk = 0; sent < total; chunk++) {
       const count = Math.min(BURST_CHUNK, total - sent);
@@ -204,14 +245,14 @@ async function send() {
       }
       sent += data.sent;
       progress.value = sent;
-      for (const id of data.message_ids.slice(0, MAX_ROWS)) {
-        rows.push(el("li", "", `${id} · ${base.message.slice(0, 80)}`));
-      }
+      result.textContent = `sending… ${sent} of ${total}`;
+      prepend($("sent"), data.message_ids.slice(-MAX_ROWS).map((id) => el("li", "", `${id} · ${base.message.slice(0, 80)}`)));
     }
     result.className = "ok";
     result.textContent = `sent ${sent} message${sent === 1 ? "" : "s"}`;
+    // SQS would silently drop a resend with the same deduplication id within five minutes.
+    if ($("dedup-id")) $("dedup-id").value = "";
   } finally {
     button.disabled = false;
-    prepend($("sent"), rows.slice(-MAX_ROWS));
   }
 }

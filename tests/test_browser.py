@@ -68,8 +68,8 @@ def test_markup_in_messages_is_shown_as_text(localstack_endpoint, start_app, bro
     assert page.evaluate("window.__pwned") is None
 
 
-def test_burst_from_the_page_shows_progress_and_bounded_rows(moto_endpoint, start_app, browser):
-    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name()))
+def test_burst_from_the_page_shows_progress_and_bounded_rows(start_app, browser):
+    app = start_app()   # what `make run` starts: the embedded endpoint
     page = new_page(browser)
     page.goto(app.base_url)
     wait_connected(page)
@@ -79,8 +79,10 @@ def test_burst_from_the_page_shows_progress_and_bounded_rows(moto_endpoint, star
     page.wait_for_selector("#produce-result.ok", timeout=30000)
     assert page.text_content("#produce-result") == "sent 250 messages"
     assert page.eval_on_selector("#progress", "p => p.value") == 250
-    wait_until(lambda: page.text_content("#count-received") == "250", 30, "250 received")
+    wait_until(lambda: page.text_content("#count-shown") == "250", 30, "250 shown in the tab")
+    wait_until(lambda: page.text_content("#count-received") == "250", 10, "250 received")
     assert page.locator("#messages li").count() == 200  # bounded
+    wait_until(lambda: page.text_content("#sqs-state").startswith("ready"), 10, "SQS state on the page")
     page.screenshot(path=str(SCREENSHOTS / "all-in-one.png"))
 
 
@@ -102,3 +104,40 @@ def test_bad_input_on_the_page_names_the_field_and_sends_nothing(moto_endpoint, 
     wait_until(lambda: page.text_content("#produce-result").startswith("message:"), 10, "the message error")
     assert page.locator("#sent li").count() == 0
     assert app.get("/status").json()["stats"]["received"] == 0
+
+
+def test_the_same_attribute_name_twice_is_refused_on_the_page(moto_endpoint, start_app, browser):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="producer"))
+    page = new_page(browser)
+    page.goto(app.base_url)
+    page.fill("#message", "hello")
+    for value in ("me", "someone-else"):
+        page.click("#add-attribute")
+        page.locator("#attributes .attr-name").last.fill("user")
+        page.locator("#attributes .attr-value").last.fill(value)
+    page.click("#send")
+    page.wait_for_selector("#produce-result.error", timeout=5000)
+    assert page.text_content("#produce-result") == "attributes.user: the same attribute name twice"
+    assert page.locator("#sent li").count() == 0
+
+
+def test_producer_page_shows_an_unreachable_sqs(start_app, browser):
+    app = start_app(**{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "APP_MODE": "producer",
+                       "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "QUEUE_NAME": "nowhere"})
+    page = new_page(browser)
+    page.goto(app.base_url)
+    wait_until(lambda: page.text_content("#sqs-state").startswith("not reachable"), 15, "the SQS problem shown")
+    assert "badge off" in page.get_attribute("#sqs-state", "class")
+
+
+def test_attribute_rows_fit_their_panel(start_app, browser):
+    app = start_app()
+    for width in (1280, 375):
+        page = browser.new_page(viewport={"width": width, "height": 800})
+        page.goto(app.base_url)
+        page.click("#add-attribute")
+        panel = page.locator("#producer").bounding_box()
+        remove = page.locator("#attributes .remove").bounding_box()
+        assert remove["x"] + remove["width"] <= panel["x"] + panel["width"], width
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
+        page.close()

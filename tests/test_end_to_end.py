@@ -175,3 +175,81 @@ def test_socket_io_client_is_served_by_the_app(moto_endpoint, start_app):
     response = app.get("/vendor/socket.io.min.js")
     assert response.status_code == 200 and "Socket.IO" in response.text[:300]
     assert requests.get(app.base_url + "/", timeout=5).text.count("/vendor/socket.io.min.js") == 1
+
+
+def test_a_chunked_body_over_the_cap_gets_413_naming_body(moto_endpoint, start_app):
+    """No Content-Length: the app must bound the read itself and say so, not call it bad JSON."""
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="producer"))
+
+    def chunks(count):
+        yield b'{"message": "'
+        for _ in range(count):
+            yield b"x" * (1024 * 1024)
+        yield b'"}'
+
+    too_big = app.post("/produce", data=chunks(9), headers={"Content-Type": "application/json"})
+    assert too_big.status_code == 413 and too_big.json()["field"] == "body"
+    fits = app.post("/produce", data=chunks(1), headers={"Content-Type": "application/json"})
+    assert fits.status_code == 200 and fits.json()["sent"] == 1   # exactly 1 MiB: the queue's limit
+
+
+def test_a_body_with_nan_shows_as_text_and_does_not_break_later_pages(moto_endpoint, start_app, listen):
+    """NaN/Infinity are not JSON: parsed naively they would make the event unreadable for browsers."""
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name()))
+    first = listen(app.base_url)
+    bodies = ['{"x": NaN}', '[-Infinity]', '{"x": 1e400}', '{"ok": [1, 2]}']
+    for body in bodies:
+        assert app.post("/produce", json={"message": body}).status_code == 200
+    events = first.wait_messages(4)
+    assert {e["body"]: e["json"] for e in events} == {bodies[0]: None, bodies[1]: None, bodies[2]: None,
+                                                      bodies[3]: {"ok": [1, 2]}}
+    late = listen(app.base_url)   # its history holds all four
+    history = wait_until(lambda: late.of("sqs_history"), 5, "history")[0]["messages"]
+    assert [m["body"] for m in history] == [e["body"] for e in events]
+
+
+def test_a_hung_endpoint_gets_quick_answers(start_app):
+    """An endpoint that accepts connections and never answers: readiness answers at once, /produce
+    within seconds, both naming the problem; shutdown still ends cleanly."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    try:
+        app = start_app(**{**TEST_ENV, "AWS_ENDPOINT_URL": url, "QUEUE_NAME": "hung"})
+        for _ in range(3):
+            started = time.monotonic()
+            ready = app.get("/readyz")
+            assert ready.status_code == 503 and time.monotonic() - started < 1.0
+        started = time.monotonic()
+        response = app.post("/produce", json={"message": "m"})
+        assert response.status_code == 503 and response.json()["endpoint"] == url
+        assert time.monotonic() - started < 20
+        assert app.stop(timeout=60) == 0
+    finally:
+        hung.close()
+
+
+def test_port_in_use_stops_at_start_with_one_line(moto_endpoint, start_app):
+    taken = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="producer"))
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "PORT": str(taken.port)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PORT" in lines[0] and "in use" in lines[0], result.stderr
+
+
+def test_sigterm_during_a_burst_lets_the_request_finish(moto_endpoint, start_app):
+    import threading
+
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="producer"))
+    answers = []
+    sender = threading.Thread(target=lambda: answers.append(
+        app.post("/produce", json={"message": "burst", "count": 1000}, timeout=60)))
+    sender.start()
+    time.sleep(0.3)
+    assert app.stop(timeout=60) == 0
+    sender.join(60)
+    assert answers and answers[0].status_code == 200 and answers[0].json()["sent"] == 1000

@@ -1,6 +1,7 @@
 """POST /produce through the Flask app in process, against a real SQS server: every bad request gets
 a 4xx JSON answer naming the field, and nothing reaches the queue."""
 
+import io
 import json
 
 import pytest
@@ -62,8 +63,8 @@ def test_non_json_bodies_are_refused(api, data, content_type, status, field):
 
 
 def test_a_request_over_the_size_cap_gets_413_json(api):
-    response = api.post("/produce", data="x" * (3 * 1024 * 1024), content_type="application/json")
-    assert response.status_code == 413 and response.is_json
+    response = api.post("/produce", data="x" * (9 * 1024 * 1024), content_type="application/json")
+    assert response.status_code == 413 and response.is_json and response.get_json()["field"] == "body"
 
 
 def test_a_burst_is_sent_in_order_with_its_attributes(api):
@@ -101,3 +102,39 @@ def test_status_page_and_headers(api):
     page = api.get("/")
     assert page.status_code == 200 and b"produce-form" in page.data and b'id="messages"' not in page.data
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("data, headers, status, field", [
+    ("null", {}, 400, "body"),
+    ("[1, 2]", {}, 400, "body"),
+    ('{"message": "a", "message": "b"}', {}, 400, "message"),
+    ('{"message": "a", "attributes": {"user": "me", "user": "you"}}', {}, 400, "user"),
+    ('{"message": "a", "count": NaN}', {}, 400, "body"),
+    ('{"message": "a", "count": Infinity}', {}, 400, "body"),
+    ('{"message": "a", "count": 1e400}', {}, 400, "body"),
+    ('{"message": "a", "count": ' + "9" * 5000 + "}", {}, 400, "body"),
+    ('{"message": "x", "attributes": ' + "[" * 5000 + "]" * 5000 + "}", {}, 400, "body"),
+    ('{"message": "caf\xe9"}'.encode("latin-1"), {"Content-Type": "application/json; charset=latin-1"}, 415,
+     "Content-Type"),
+    (b'{"message": "caf\xe9"}', {}, 400, "body"),
+    ('{"message": "x"}', {"Content-Encoding": "gzip"}, 415, "Content-Encoding"),
+])
+def test_malformed_json_bodies_get_4xx_naming_the_problem(api, data, headers, status, field):
+    headers = {"Content-Type": "application/json", **headers}
+    response = api.post("/produce", data=data, headers=headers)
+    assert response.status_code == status, response.get_json()
+    assert response.is_json and response.get_json()["field"] == field and response.get_json()["error"]
+    assert api.sqs.depth(api.queue_url()) == 0
+
+
+def test_a_large_message_written_with_escapes_is_accepted(api):
+    """1,000,000 UTF-8 bytes, but 3 MB as JSON with \\u escapes: under the queue limit, so it is sent."""
+    body = json.dumps({"message": "\u00e9" * 500_000})
+    assert len(body) > 2_900_000
+    response = api.post("/produce", data=body, content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+
+
+def test_options_on_produce_answers_json_405(api):
+    response = api.open("/produce", method="OPTIONS")
+    assert response.status_code == 405 and response.is_json

@@ -74,3 +74,20 @@ def test_fifo_queue_names_and_cors_origins_parse():
 def test_consumer_name_prefers_explicit_then_pod_name():
     assert Settings.from_env({"CONSUMER_NAME": "me", "POD_NAME": "pod"}).consumer_name == "me"
     assert Settings.from_env({"POD_NAME": "consumer-7f9c"}).consumer_name == "consumer-7f9c"
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"AWS_REGION": "bad region!"}, "AWS_REGION"),
+    ({"AWS_DEFAULT_REGION": "US-EAST-1"}, "AWS_REGION"),
+    ({"AWS_REGION": "xx-nowhere-1"}, "AWS_REGION"),                 # unknown to the embedded endpoint
+    ({"QUEUE_URL": "http://127.0.0.1:1/000000000000/x"}, "QUEUE_URL"),   # embedded cannot have it
+    ({"HISTORY_SIZE": "201"}, "HISTORY_SIZE"),
+    ({"POLLERS": "0"}, "POLLERS"),
+])
+def test_more_bad_values_name_the_variable(env, variable):
+    with pytest.raises(SettingsError, match=variable.split("/")[0]):
+        Settings.from_env(env)
+
+
+def test_unknown_regions_are_fine_on_an_endpoint():
+    assert Settings.from_env({"AWS_REGION": "xx-nowhere-1", "AWS_ENDPOINT_URL": "http://h:1"}).region == "xx-nowhere-1"

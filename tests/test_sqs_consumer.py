@@ -182,3 +182,19 @@ def test_delete_failures_reported_by_sqs_are_counted():
 def test_options_are_validated_up_front(kwargs):
     with pytest.raises(ValueError):
         SqsConsumer(object(), "http://q", print, **kwargs)
+
+
+def test_short_polling_an_empty_queue_pauses_between_receives():
+    """WAIT_TIME_SECONDS=0 must not spin: one empty receive per pause, not thousands a second."""
+    calls = []
+
+    class Client:
+        def receive_message(self, **kwargs):
+            calls.append(kwargs["WaitTimeSeconds"])
+            return {}
+
+    consumer = SqsConsumer(Client(), "http://q", print, wait_time_seconds=0)
+    consumer.start()
+    time.sleep(2.5)
+    consumer.stop(timeout=3)
+    assert 2 <= len(calls) <= 4 and set(calls) == {0}

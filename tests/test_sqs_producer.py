@@ -141,3 +141,19 @@ def test_content_based_dedup_leaves_a_single_message_to_sqs():
 def test_size_of_binary_attribute_counts_decoded_bytes():
     request = ProduceRequest("b", {"k": {"DataType": "Binary", "BinaryValue": b"1234"}}, 1, None, None)
     assert request.size_bytes() == 1 + 1 + 6 + 4
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("0", True), ("-5", True), ("1e126", True), ("-1e126", True), ("1e-128", True), ("-2.5e-128", True),
+    ("1e127", False), ("-1e128", False), ("1e-129", False), ("1e-200", False),
+    ("12345678901234567890123456789012345678", True), ("123456789012345678901234567890123456789", False),
+    ("1.00000000000000000000000000000000000000000", True),   # trailing zeros are not significant
+])
+def test_number_attributes_follow_the_sqs_range(value, ok):
+    payload = {"message": "m", "attributes": {"n": {"DataType": "Number", "StringValue": value}}}
+    if ok:
+        parse_request(payload)
+    else:
+        with pytest.raises(ProduceError) as raised:
+            parse_request(payload)
+        assert raised.value.field == "attributes.n"
