@@ -24,16 +24,18 @@ def localstack():
         server.stop()
 
 
-def prefill(endpoint: SqsEndpoint, queue_url: str, count: int, body: str = "bench", workers: int = 4) -> None:
-    """Put `count` messages on the queue quickly (batches of 10 from a few threads)."""
-    def send(start: int) -> None:
+def prefill(endpoint: SqsEndpoint, queue_url: str, count: int, body: str = "bench", workers: int = 4) -> list[str]:
+    """Put `count` messages on the queue quickly (batches of 10 from a few threads); their ids."""
+    def send(start: int) -> list[str]:
         n = min(10, count - start)
-        endpoint.client.send_message_batch(QueueUrl=queue_url, Entries=[
+        response = endpoint.client.send_message_batch(QueueUrl=queue_url, Entries=[
             {"Id": str(i), "MessageBody": f"{body} {start + i}",
              "MessageAttributes": {"user": {"DataType": "String", "StringValue": "me"}}} for i in range(n)])
+        assert not response.get("Failed"), response["Failed"]
+        return [ok["MessageId"] for ok in response["Successful"]]
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        list(pool.map(send, range(0, count, 10)))
+        return [message_id for ids in pool.map(send, range(0, count, 10)) for message_id in ids]
 
 
 def timed(fn) -> float:
