@@ -1,7 +1,6 @@
 """Faults on purpose, on real LocalStack: a consumer killed mid-stream loses nothing."""
 
 import signal
-import time
 
 import pytest
 

@@ -1,7 +1,6 @@
 """POST /produce through the Flask app in process, against a real SQS server: every bad request gets
 a 4xx JSON answer naming the field, and nothing reaches the queue."""
 
-import io
 import json
 
 import pytest
