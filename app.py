@@ -117,10 +117,11 @@ class SqsApp:
     def on_consumer_event(self, name: str, details: dict) -> None:
         if name == "failed":
             message = details["message"]
-            info = self.queue.info()
+            info = self.queue.cached
             self.socketio.emit("sqs_message_failed", {
                 "id": message.message_id, "error": details["error"], "receive_count": message.receive_count,
-                "max_receive_count": info.max_receive_count, "dead_letter_queue": self.queue.dead_letter_queue_name,
+                "max_receive_count": info.max_receive_count if info else None,
+                "dead_letter_queue": self.queue.dead_letter_queue_name,
                 "consumer": self.settings.consumer_name})
         if name in ("batch_done", "error", "recovered", "stopped"):
             self.socketio.emit("consumer_status", self.consumer_status())

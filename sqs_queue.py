@@ -188,6 +188,11 @@ class SqsQueue:
         return info
 
     @property
+    def cached(self) -> QueueInfo | None:
+        """The queue's info if already looked up; never calls SQS."""
+        return self._info
+
+    @property
     def dead_letter_queue_name(self) -> str | None:
         info = self._info
         return info.dead_letter_arn.rsplit(":", 1)[-1] if info and info.dead_letter_arn else None

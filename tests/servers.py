@@ -218,3 +218,77 @@ class Listener:
         self.client.disconnect()
 
 
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of an SQS endpoint, whose path the test can cut and restore.
+
+    Cut: open connections are reset and new ones are refused (closed at once), as when a network
+    path to SQS goes away."""
+
+    def __init__(self, target_url: str):
+        host, port = target_url.removeprefix("http://").split(":")
+        self._target = (host, int(port))
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(128)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._open = threading.Event()
+        self._open.set()
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._open.clear()
+        with self._lock:
+            for conn in list(self._conns):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self._conns.clear()
+
+    def restore(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if not self._open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            with self._lock:
+                self._conns.discard(source)
+                self._conns.discard(sink)

@@ -1,6 +1,7 @@
 """Faults on purpose, on real LocalStack: a consumer killed mid-stream loses nothing."""
 
 import signal
+import time
 
 import pytest
 
@@ -84,3 +85,62 @@ class _Recorder(LeanClient):
                     self.sink.append(json.loads(frame[2:])[1])
         except Exception:  # noqa: BLE001
             return
+
+
+OUTAGE_SECONDS = 30
+
+
+def test_sqs_outage_is_reported_and_recovered_without_losing_acknowledged_messages(localstack_endpoint, start_app,
+                                                                                  listen):
+    """The path to SQS is cut for 30 s mid-stream and restored: both sides report it (readiness 503,
+    the consumer's error on the page's status event, 503 JSON from /produce) and recover without a
+    restart; every message the producer acknowledged reaches the consumer's client."""
+    import threading
+
+    from tests.servers import TcpProxy
+
+    proxy = TcpProxy(localstack_endpoint.url)
+    try:
+        name = localstack_endpoint.queue_name("outage")
+        env = {**endpoint_env(localstack_endpoint, name), "AWS_ENDPOINT_URL": proxy.url, "WAIT_TIME_SECONDS": "2"}
+        consumer = start_app(**{**env, "APP_MODE": "consumer"}).wait_ready()
+        producer = start_app(**{**env, "APP_MODE": "producer"}).wait_ready()
+        client = listen(consumer.base_url)
+        acknowledged, refused = [], []
+        stop = threading.Event()
+
+        def stream():
+            while not stop.is_set():
+                try:
+                    response = producer.post("/produce", json={"message": "tick"}, timeout=30)
+                except Exception:  # noqa: BLE001
+                    continue
+                if response.status_code == 200:
+                    acknowledged.extend(response.json()["message_ids"])
+                else:
+                    assert response.status_code == 503 and response.json()["endpoint"] == proxy.url
+                    refused.append(response.json())
+                time.sleep(0.1)
+
+        sender = threading.Thread(target=stream, daemon=True)
+        sender.start()
+        time.sleep(3)
+        proxy.cut()
+        wait_until(lambda: consumer.get("/readyz").status_code == 503, 15, "consumer readiness 503")
+        wait_until(lambda: producer.get("/readyz").status_code == 503, 15, "producer readiness 503")
+        wait_until(lambda: refused, 20, "a 503 from /produce")
+        wait_until(lambda: any((s.get("stats") or {}).get("last_error") for s in client.of("consumer_status")),
+                   20, "the consumer's error on its status event")
+        assert consumer.get("/healthz").status_code == 200   # alive, only SQS is gone
+        time.sleep(max(0, OUTAGE_SECONDS - 10))
+        proxy.restore()
+        wait_until(lambda: consumer.get("/readyz").status_code == 200, 20, "consumer ready again")
+        wait_until(lambda: producer.get("/readyz").status_code == 200, 20, "producer ready again")
+        time.sleep(3)
+        stop.set()
+        sender.join(40)
+        assert acknowledged and refused
+        wait_until(lambda: set(acknowledged) <= {e["id"] for e in client.messages()}, 60,
+                   "every acknowledged message at the client")
+    finally:
+        proxy.close()
