@@ -397,6 +397,9 @@ def configure_logging(settings: Settings) -> None:
     werkzeug_log = logging.getLogger("werkzeug")
     werkzeug_log.setLevel(logging.WARNING)
     werkzeug_log.addFilter(lambda record: "production deployment" not in record.getMessage())
+    # botocore's DEBUG output is wire-level: request parameters such as receipt handles, signed headers.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "moto"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def _parse_json(body: str):

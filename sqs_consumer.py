@@ -270,6 +270,7 @@ class SqsConsumer:
         messages = [ReceivedMessage.from_sqs(raw, received_at) for raw in raw_messages]
         self._hold(messages)
         self._count(received=len(messages))
+        log.debug("received %d message(s): %s", len(messages), ", ".join(m.message_id for m in messages))
         self._on_event("received", {"count": len(messages)})
         try:
             if self._stopping.is_set():
