@@ -67,7 +67,7 @@ class LeanClient:
     of them on a 2-core machine the figure would measure the clients instead of the app.
     """
 
-    def __init__(self, base_url: str, event: str = "sqs_message"):
+    def __init__(self, base_url: str, event: str = "sqs_message", sink: list | None = None):
         import json
         import threading
 
@@ -75,6 +75,7 @@ class LeanClient:
 
         self.ids: list[str] = []
         self.received_at: dict[str, float] = {}
+        self.sink = sink   # if given, whole events are appended to it too
         self._prefix = f'42["{event}",'
         self._json = json
         self.ws = websocket.create_connection(base_url.replace("http://", "ws://")
@@ -95,8 +96,11 @@ class LeanClient:
                     self.ws.send("3")
                 elif frame.startswith(self._prefix):
                     now = time.perf_counter()
-                    message_id = self._json.loads(frame[2:])[1]["id"]
+                    event = self._json.loads(frame[2:])[1]
+                    message_id = event["id"]
                     self.ids.append(message_id)
+                    if self.sink is not None:
+                        self.sink.append(event)
                     self.received_at.setdefault(message_id, now)
         except Exception:  # noqa: BLE001 - the connection closed
             return

@@ -23,7 +23,7 @@ def test_kill_9_mid_drain_loses_nothing_and_marks_redeliveries(localstack_endpoi
     url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
     total = 5000
     seen: list[dict] = []
-    client = _Recorder(first.base_url, seen)
+    client = LeanClient(first.base_url, sink=seen)
     sent_ids = set(prefill(sqs, url, total))
     assert len(sent_ids) == total
     wait_until(lambda: len(seen) >= total // 2, 120, "half the messages")
@@ -36,7 +36,7 @@ def test_kill_9_mid_drain_loses_nothing_and_marks_redeliveries(localstack_endpoi
     parked = _park_everything(sqs, url, seconds=PARK)
 
     second = start_app(**{**env, "CONSUMER_NAME": "second"})
-    client = _Recorder(second.base_url, seen)
+    client = LeanClient(second.base_url, sink=seen)
     assert parked + len({e["id"] for e in seen}) >= total - 200
     wait_until(lambda: {e["id"] for e in seen} >= sent_ids, 180,
                f"every message at a client (have {len({e['id'] for e in seen})} of {total})")
@@ -64,27 +64,6 @@ def _park_everything(sqs, url, seconds):
         if not batch:
             return parked
         parked += len(batch)
-
-
-class _Recorder(LeanClient):
-    """A lean Socket.IO client that keeps whole events (id, consumer, receive count)."""
-
-    def __init__(self, base_url, sink):
-        self.sink = sink
-        super().__init__(base_url)
-
-    def _read(self):
-        import json
-
-        try:
-            while True:
-                frame = self.ws.recv()
-                if frame == "2":
-                    self.ws.send("3")
-                elif frame.startswith('42["sqs_message",'):
-                    self.sink.append(json.loads(frame[2:])[1])
-        except Exception:  # noqa: BLE001
-            return
 
 
 OUTAGE_SECONDS = 30
