@@ -7,8 +7,9 @@
 Where things happen:
 - a message is sent:     sqs_producer.SqsProducer.produce   (POST /produce)
 - a message is received: sqs_consumer.SqsConsumer._poll_once
-- a message is emitted:  deliver_to_browsers below (the consumer's handler)
-- a message is deleted:  sqs_consumer.SqsConsumer._delete, after the handler returned
+- a message is handled:  to_browser_event below (the consumer's handler, once per message)
+- a message is emitted:  deliver_to_browsers below (one `sqs_messages` event per received batch)
+- a message is deleted:  sqs_consumer.SqsConsumer._delete, after both returned
 """
 
 import os
@@ -81,7 +82,7 @@ class SqsApp:
         self.consumer = None
         if settings.runs_consumer:
             self.consumer = SqsConsumer(
-                poll_client, self.queue, self.deliver_to_browsers,
+                poll_client, self.queue, self.to_browser_event, publish=self.deliver_to_browsers,
                 wait_time_seconds=settings.wait_time_seconds, max_messages=settings.max_messages,
                 visibility_timeout=settings.visibility_timeout, concurrency=settings.pollers,
                 on_event=self.on_consumer_event, spawn=socketio.start_background_task)
@@ -93,11 +94,11 @@ class SqsApp:
 
     # -- consumer side -------------------------------------------------------------------------
 
-    def deliver_to_browsers(self, message: ReceivedMessage) -> None:
-        """The consumer's handler: one `sqs_message` event per message. Put a breakpoint here."""
+    def to_browser_event(self, message: ReceivedMessage) -> dict:
+        """The consumer's handler, once per message: what browsers will show. Put a breakpoint here."""
         if "simulate_failure" in message.attributes:
             raise SimulatedFailure(f"simulated failure (attempt {message.receive_count})")
-        event = {
+        return {
             "id": message.message_id,
             "body": message.body,
             "json": _parse_json(message.body),
@@ -108,11 +109,18 @@ class SqsApp:
             "group_id": message.group_id,
             "consumer": self.settings.consumer_name,
         }
-        self.socketio.emit("sqs_message", event)
-        if len(event["body"]) > HISTORY_BODY_CHARS:
-            # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
-            event = {**event, "body": event["body"][:HISTORY_BODY_CHARS], "json": None, "body_truncated": True}
-        self.history.append(event)
+
+    def deliver_to_browsers(self, events: list[dict]) -> None:
+        """The consumer's publish step: one `sqs_messages` event per received batch (1-10 messages),
+        before the batch is deleted. One frame per batch instead of per message keeps twenty tabs,
+        or one slow one, up with a backlog."""
+        self.socketio.emit("sqs_messages", {"messages": events})
+        for event in events:
+            if len(event["body"]) > HISTORY_BODY_CHARS:
+                # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
+                event = {**event, "body": event["body"][:HISTORY_BODY_CHARS], "json": None,
+                         "body_truncated": True}
+            self.history.append(event)
 
     def on_consumer_event(self, name: str, details: dict) -> None:
         if name == "failed":

@@ -1,17 +1,19 @@
 """The SQS consumer: long-polls one queue, hands each message to a handler, deletes what it finished.
 
-It knows SQS and nothing about Flask or Socket.IO. The web layer passes a `handler`; a developer
-debugging under mirrord puts a breakpoint in that handler (or in `_handle` below) and the message
-stays invisible to every other consumer while they are paused, thanks to the visibility heartbeat.
+It knows SQS and nothing about Flask or Socket.IO. The web layer passes a `handler` (and, to send
+each batch on in one piece, a `publish` step); a developer debugging under mirrord puts a breakpoint
+in that handler (or in `_handle` below) and the message stays invisible to every other consumer
+while they are paused, thanks to the visibility heartbeat.
 
     consumer = SqsConsumer(client, queue_url, handler=print)
     consumer.start()
     ...
     consumer.stop(timeout=10)   # stop polling, finish the messages in hand
 
-Guarantees: a message is deleted only after its handler returned; a handler that raises leaves the
-message for redelivery (the queue's redrive policy moves poison messages to the dead-letter queue);
-SQS errors never end the loop, they are retried with capped exponential backoff.
+Guarantees: a message is deleted only after its handler (and the batch's publish step) returned; a
+handler that raises leaves the message for redelivery (the queue's redrive policy moves poison
+messages to the dead-letter queue); SQS errors never end the loop, they are retried with capped
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class ReceivedMessage:
                        "value": base64.b64encode(a["value"]).decode() if isinstance(a["value"], bytes)
                        else a["value"]}
                 for name, a in self.attributes.items()}
+
+
+class _HandlerFailed(Exception):
+    """The handler raised for one message (already counted, logged and reported)."""
 
 
 class QueueUrlSource(Protocol):
@@ -131,6 +137,9 @@ class SqsConsumer:
         queue that does not exist yet is picked up once it does).
     handler: returns normally when the message is done (it is then deleted); raises to leave it
         for redelivery after `failure_visibility_timeout` seconds.
+    publish: optional; called once per received batch, after the handlers and before the delete,
+        with what the handlers returned for the messages they finished, in order. If it raises,
+        none of them is deleted: all are left for redelivery.
     on_event: optional observer, called as `on_event(name, details)` with names
         `received`, `processed`, `failed`, `deleted`, `batch_done`, `error`, `recovered`, `empty`,
         `stopped`.
@@ -141,6 +150,7 @@ class SqsConsumer:
     """
 
     def __init__(self, client, queue: str | QueueUrlSource, handler: Callable[[ReceivedMessage], Any], *,
+                 publish: Callable[[list[Any]], Any] | None = None,
                  wait_time_seconds: int = 20, max_messages: int = 10, visibility_timeout: int = 30,
                  failure_visibility_timeout: int = 0, heartbeat_interval: float | None = None,
                  on_event: Callable[[str, dict], None] | None = None,
@@ -157,6 +167,7 @@ class SqsConsumer:
         self._client = client
         self._queue = _FixedQueue(queue) if isinstance(queue, str) else queue
         self._handler = handler
+        self._publish = publish
         self.wait_time_seconds = wait_time_seconds
         self.max_messages = max_messages
         self.visibility_timeout = visibility_timeout
@@ -285,26 +296,39 @@ class SqsConsumer:
             self._on_event("batch_done", {"count": len(messages)})
 
     def _process(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
-        done, failed = [], []
+        done, results, failed = [], [], []
         for message in messages:
-            (done if self._handle(message) else failed).append(message)
+            try:
+                results.append(self._handle(message))
+                done.append(message)
+            except _HandlerFailed:
+                failed.append(message)
+        if done and self._publish:
+            try:
+                self._publish(results)
+            except Exception as exc:  # user code again: nothing of this batch is done
+                self._count(failed=len(done))
+                log.warning("publishing %d message(s) failed: %s", len(done), describe_error(exc))
+                for message in done:
+                    self._on_event("failed", {"message": message, "error": describe_error(exc)})
+                failed, done = failed + done, []
         if failed and self.failure_visibility_timeout < self.visibility_timeout:
             self._change_visibility(queue_url, failed, self.failure_visibility_timeout)
         if done:
             self._delete(queue_url, done)
 
-    def _handle(self, message: ReceivedMessage) -> bool:
-        """Run the handler for one message; True when it may be deleted."""
+    def _handle(self, message: ReceivedMessage) -> Any:
+        """Run the handler for one message and return its result; _HandlerFailed if it raised."""
         try:
-            self._handler(message)
+            result = self._handler(message)
         except Exception as exc:  # the handler is user code: any failure means "not done"
             self._count(failed=1)
             log.warning("handler failed for message %s (receive count %d): %s",
                         message.message_id, message.receive_count, describe_error(exc))
             self._on_event("failed", {"message": message, "error": describe_error(exc)})
-            return False
+            raise _HandlerFailed from exc
         self._on_event("processed", {"message": message})
-        return True
+        return result
 
     def _delete(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]

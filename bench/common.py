@@ -61,13 +61,14 @@ def report(title: str, rows: list[tuple[str, float, float, str, str]]) -> None:
 
 class LeanClient:
     """A minimal Socket.IO client over one WebSocket (Engine.IO 4): connects to the default
-    namespace, answers pings, and counts `sqs_message` events by id in a thread of its own.
+    namespace, answers pings, and records the messages of `sqs_messages` events by id in a thread
+    of its own.
 
     The benchmarks use it because python-socketio's client spends about 0.6 ms per event; with five
     of them on a 2-core machine the figure would measure the clients instead of the app.
     """
 
-    def __init__(self, base_url: str, event: str = "sqs_message", sink: list | None = None):
+    def __init__(self, base_url: str, sink: list | None = None):
         import json
         import threading
 
@@ -75,8 +76,8 @@ class LeanClient:
 
         self.ids: list[str] = []
         self.received_at: dict[str, float] = {}
-        self.sink = sink   # if given, whole events are appended to it too
-        self._prefix = f'42["{event}",'
+        self.sink = sink   # if given, each whole message is appended to it too
+        self._prefix = '42["sqs_messages",'
         self._json = json
         self.ws = websocket.create_connection(base_url.replace("http://", "ws://")
                                               + "/socket.io/?EIO=4&transport=websocket", timeout=10)
@@ -96,12 +97,11 @@ class LeanClient:
                     self.ws.send("3")
                 elif frame.startswith(self._prefix):
                     now = time.perf_counter()
-                    event = self._json.loads(frame[2:])[1]
-                    message_id = event["id"]
-                    self.ids.append(message_id)
-                    if self.sink is not None:
-                        self.sink.append(event)
-                    self.received_at.setdefault(message_id, now)
+                    for message in self._json.loads(frame[2:])[1]["messages"]:
+                        self.ids.append(message["id"])
+                        if self.sink is not None:
+                            self.sink.append(message)
+                        self.received_at.setdefault(message["id"], now)
         except Exception:  # noqa: BLE001 - the connection closed
             return
 

@@ -1,5 +1,5 @@
 """End-to-end latency at a steady 50 messages per second: from the `POST /produce` answer to the
-`sqs_message` event at a Socket.IO client. Baseline in the same run: send_message answered, to the
+message's `sqs_messages` event at a Socket.IO client. Baseline in the same run: send_message answered, to the
 message returned by a long-polling receive. Targets: p50 <= 20 ms, p99 <= 100 ms.
 
     .venv/bin/python -m bench.latency [SECONDS] [ASYNC_MODE]

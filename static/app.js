@@ -69,7 +69,7 @@ const messages = $("messages");
 if (messages && socket) {
   const seen = new Set();
   const shown = $("count-shown");
-  let received = 0;          // sqs_message events this tab got (history excluded)
+  let received = 0;          // messages this tab got live (history excluded)
   let pending = [];
   let scheduled = false;
 
@@ -91,13 +91,16 @@ if (messages && socket) {
       if (!seen.has(m.id + "/" + m.receive_count)) { seen.add(m.id + "/" + m.receive_count); queueRow({ message: m }); }
     }
   });
-  socket.on("sqs_message", (m) => {
-    const key = m.id + "/" + m.receive_count;
-    if (seen.has(key)) return;
-    seen.add(key);
-    received++;
-    if (seen.size > 5 * MAX_ROWS) seen.clear();
-    queueRow({ message: m });
+  // One event per batch the consumer received (1-10 messages), in the order SQS gave them.
+  socket.on("sqs_messages", (batch) => {
+    for (const m of batch.messages) {
+      const key = m.id + "/" + m.receive_count;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      received++;
+      if (seen.size > 5 * MAX_ROWS) seen.clear();
+      queueRow({ message: m });
+    }
   });
   socket.on("sqs_message_failed", (f) => queueRow({ failure: f }));
   socket.on("consumer_status", updateStatus);

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.servers import (CHROMIUM_FLAGS, ROOT, TEST_ENV, AppProcess, Listener, LocalStack,  # noqa: F401
+from tests.servers import (CHROMIUM_FLAGS, GUNICORN, ROOT, TEST_ENV, AppProcess, Listener, LocalStack,  # noqa: F401
                            SqsEndpoint, endpoint_env, free_port, localstack_python, start_moto_server,
                            stop_process, wait_until)
 
@@ -64,8 +64,8 @@ def start_app():
     """Start app processes: `start_app(APP_MODE="consumer", ...)`; all are stopped after the test."""
     apps: list[AppProcess] = []
 
-    def start(wait: bool = True, **env) -> AppProcess:
-        app = AppProcess({k: str(v) for k, v in env.items()})
+    def start(wait: bool = True, command: list[str] | None = None, **env) -> AppProcess:
+        app = AppProcess({k: str(v) for k, v in env.items()}, command=command)
         apps.append(app)
         return app.wait_healthy() if wait else app
 

@@ -149,10 +149,15 @@ class LocalStack:
         shutil.rmtree(self.volume, ignore_errors=True)
 
 
-class AppProcess:
-    """`python app.py` with a given environment, as a user (or a container) runs it."""
+# What the container image runs (the Dockerfile's CMD), with this venv's Python.
+GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"]
 
-    def __init__(self, env: dict[str, str]):
+
+class AppProcess:
+    """`python app.py` (or `command`, such as GUNICORN) with a given environment, as a user (or a
+    container) runs it."""
+
+    def __init__(self, env: dict[str, str], command: list[str] | None = None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_file = tempfile.NamedTemporaryFile(prefix="app-", suffix=".log", delete=False)
@@ -160,7 +165,7 @@ class AppProcess:
                  if not k.startswith(("AWS_", "QUEUE_", "APP_", "SQS_")) and k not in ("PORT", "HOST")}
         # Short long polls by default: shutdown waits for the poll in flight.
         self.env = {**clean, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", "WAIT_TIME_SECONDS": "2", **env}
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen(command or [sys.executable, "app.py"], cwd=ROOT, env=self.env,
                                      stdout=self.log_file, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout: float = 30) -> "AppProcess":
@@ -208,11 +213,12 @@ class Listener:
             return [data for name, data in self.events if name == event]
 
     def messages(self) -> list[dict]:
-        return self.of("sqs_message")
+        """Every message from the `sqs_messages` events (one per received batch), in arrival order."""
+        return [m for batch in self.of("sqs_messages") for m in batch["messages"]]
 
     def wait_messages(self, count: int, timeout: float = 30) -> list[dict]:
         return wait_until(lambda: len(self.messages()) >= count and self.messages(), timeout,
-                          f"{count} sqs_message events (have {len(self.messages())})")
+                          f"{count} messages (have {len(self.messages())})")
 
     def close(self):
         self.client.disconnect()

@@ -123,3 +123,72 @@ def test_sqs_outage_is_reported_and_recovered_without_losing_acknowledged_messag
                    "every acknowledged message at the client")
     finally:
         proxy.close()
+
+
+PRODUCERS, REQUESTS_EACH = 50, 200
+CLIENTS = 20
+
+
+@pytest.mark.parametrize("command", ["app.py", "gunicorn"])
+def test_load_50_producers_20_clients_no_5xx_and_every_message_at_every_client(localstack_endpoint, start_app,
+                                                                               command):
+    """50 producers send 200 requests each to the producer while 20 python-socketio clients watch the
+    consumer (separate processes, as in Compose and Kubernetes; `python app.py` and the image's
+    Gunicorn). Every answer is 200, and every client gets every acknowledged message exactly once."""
+    import concurrent.futures
+    import json
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.servers import GUNICORN, ROOT
+
+    sqs = localstack_endpoint
+    name = sqs.queue_name("load")
+    env = endpoint_env(sqs, name, WAIT_TIME_SECONDS=1, LOG_LEVEL="WARNING")
+    run = {"command": GUNICORN} if command == "gunicorn" else {}
+    consumer = start_app(**run, **env, APP_MODE="consumer").wait_ready()
+    producer = start_app(**run, **env, APP_MODE="producer").wait_ready()
+    swarm = subprocess.Popen([sys.executable, "-m", "tests.swarm", consumer.base_url, str(CLIENTS)],
+                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert swarm.stdout.readline().strip() == "connected"
+
+        def ask(command):
+            swarm.stdin.write(command + "\n")
+            swarm.stdin.flush()
+            return json.loads(swarm.stdout.readline())
+
+        def send(index: int) -> tuple[list[int], list[str]]:
+            statuses, ids = [], []
+            with requests.Session() as session:
+                for n in range(REQUESTS_EACH):
+                    response = session.post(producer.base_url + "/produce", timeout=60,
+                                            json={"message": f"producer {index} request {n}"})
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        ids += response.json()["message_ids"]
+            return statuses, ids
+
+        with concurrent.futures.ThreadPoolExecutor(PRODUCERS) as pool:
+            results = list(pool.map(send, range(PRODUCERS)))
+        statuses = [s for r in results for s in r[0]]
+        sent = sorted(i for r in results for i in r[1])
+        assert {s: statuses.count(s) for s in set(statuses)} == {200: PRODUCERS * REQUESTS_EACH}
+        assert len(set(sent)) == PRODUCERS * REQUESTS_EACH
+
+        def all_there():
+            state = ask("counts")
+            assert all(state["connected"]), f"a client was dropped: {state}"
+            return min(state["counts"]) >= len(sent)
+
+        wait_until(all_there, 180, "every message at every client")
+        for index, ids in enumerate(ask("ids")):
+            assert sorted(ids) == sent, f"client {index}: missing, extra or repeated messages"
+    finally:
+        swarm.kill()
+        swarm.wait()
+    stats = consumer.get("/status").json()["stats"]
+    assert stats["deleted"] == len(sent) and stats["failed"] == 0
+    wait_until(lambda: sqs.depth(sqs.client.get_queue_url(QueueName=name)["QueueUrl"]) == 0, 30, "an empty queue")

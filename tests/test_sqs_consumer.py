@@ -66,6 +66,56 @@ def test_a_failing_handler_leaves_the_message_and_the_dlq_takes_it(moto_endpoint
     assert moto_endpoint.drain(dlq)[0]["Body"] == "poison"
 
 
+def test_publish_gets_each_batch_in_order_before_it_is_deleted(moto_endpoint, consumers):
+    queue = moto_endpoint.create_queue()
+    moto_endpoint.client.send_message_batch(QueueUrl=queue, Entries=[
+        {"Id": str(i), "MessageBody": f"m{i}"} for i in range(6)])
+    batches, depth_at_publish, handled = [], [], []
+
+    def handler(message):
+        handled.append(message.body.upper())
+        if message.body == "m3":
+            raise RuntimeError("not this one")
+        return message.body.upper()
+
+    def publish(results):
+        depth_at_publish.append(moto_endpoint.depth(queue))
+        batches.append(results)
+
+    consumer = make_consumer(moto_endpoint, queue, handler, publish=publish, failure_visibility_timeout=30)
+    consumers.append(consumer)
+    consumer.start()
+    wait_until(lambda: consumer.stats.deleted == 5, 15, "5 deletes")
+    published = [r for batch in batches for r in batch]
+    assert sorted(published) == ["M0", "M1", "M2", "M4", "M5"]
+    assert published == [r for r in handled if r != "M3"], "in the order the handler saw them"
+    assert depth_at_publish[0] == 6, "nothing deleted before publish returned"
+    assert consumer.stats.failed == 1
+
+
+def test_a_failing_publish_deletes_nothing_of_its_batch(moto_endpoint, consumers):
+    queue = moto_endpoint.create_queue()
+    moto_endpoint.client.send_message_batch(QueueUrl=queue, Entries=[
+        {"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)])
+    calls, events = [], []
+
+    def publish(results):
+        calls.append(results)
+        if len(calls) == 1:
+            raise ConnectionError("browsers unreachable")
+
+    consumer = make_consumer(moto_endpoint, queue, lambda m: m.body, publish=publish,
+                             on_event=lambda name, details: events.append((name, details)))
+    consumers.append(consumer)
+    consumer.start()
+    wait_until(lambda: consumer.stats.deleted == 3, 20, "3 deletes after the retry")
+    assert sorted(calls[0]) == sorted(r for batch in calls[1:] for r in batch), "the whole batch came again"
+    failures = [d for name, d in events if name == "failed"]
+    assert len(failures) == len(calls[0]) and all("browsers unreachable" in d["error"] for d in failures)
+    assert consumer.stats.failed == len(calls[0])
+    assert moto_endpoint.depth(queue) == 0
+
+
 def test_heartbeat_keeps_a_slow_message_invisible(moto_endpoint, consumers):
     queue = moto_endpoint.create_queue()
     moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="slow")
