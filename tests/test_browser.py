@@ -141,3 +141,35 @@ def test_attribute_rows_fit_their_panel(start_app, browser):
         assert remove["x"] + remove["width"] <= panel["x"] + panel["width"], width
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
         page.close()
+
+
+def test_a_poison_message_is_shown_failing_then_dead_lettered(localstack_endpoint, start_app, browser):
+    name = localstack_endpoint.queue_name("poison")
+    app = start_app(**endpoint_env(localstack_endpoint, name, MAX_RECEIVE_COUNT=2, WAIT_TIME_SECONDS=1))
+    page = new_page(browser)
+    page.goto(app.base_url)
+    wait_connected(page)
+    assert app.post("/produce", json={"message": "poison", "attributes": {"simulate_failure": "yes"}}).status_code == 200
+    wait_until(lambda: page.locator("#messages li.failed").count() == 2, 30, "two failed attempts on the page")
+    first, last = (page.locator("#messages li.failed").nth(i).text_content() for i in (1, 0))  # newest first
+    assert "attempt 1 of 2" in first and "left on the queue for redelivery" in first
+    assert "attempt 2 of 2" in last and f"dead-letter queue {name}-dlq" in last
+    assert page.text_content("#count-failed") == "2" and page.text_content("#count-deleted") == "0"
+    wait_until(lambda: "dead-letter queue: 1" in page.text_content("#sqs-state"), 15, "the DLQ depth on the page")
+    assert page.locator("#messages li:not(.failed)").count() == 0 and page.errors == []
+
+
+def test_markup_in_fifo_group_and_deduplication_ids_is_shown_as_text(localstack_endpoint, start_app, browser):
+    group = "<img/src=x/onerror=window.__pwned=3>"       # SQS allows these characters in ids
+    app = start_app(**endpoint_env(localstack_endpoint, localstack_endpoint.queue_name(fifo=True)))
+    page = new_page(browser, bypass_csp=True)
+    page.goto(app.base_url)
+    wait_connected(page)
+    response = app.post("/produce", json={"message": "m", "group_id": group,
+                                          "dedup_id": "<script>window.__pwned=4</script>"})
+    assert response.status_code == 200, response.text
+    row = page.wait_for_selector("#messages li", timeout=20000)
+    assert f"group {group}" in row.text_content()
+    assert page.locator("#messages img, #messages script").count() == 0
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None

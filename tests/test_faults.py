@@ -70,10 +70,11 @@ OUTAGE_SECONDS = 30
 
 
 def test_sqs_outage_is_reported_and_recovered_without_losing_acknowledged_messages(localstack_endpoint, start_app,
-                                                                                  listen):
+                                                                                  listen, browser):
     """The path to SQS is cut for 30 s mid-stream and restored: both sides report it (readiness 503,
-    the consumer's error on the page's status event, 503 JSON from /produce) and recover without a
-    restart; every message the producer acknowledged reaches the consumer's client."""
+    the SQS state on both pages in Chromium, the consumer's error in its status event, 503 JSON from
+    /produce) and recover without a restart; every message the producer acknowledged reaches the
+    consumer's client."""
     import threading
 
     from tests.servers import TcpProxy
@@ -85,6 +86,10 @@ def test_sqs_outage_is_reported_and_recovered_without_losing_acknowledged_messag
         consumer = start_app(**{**env, "APP_MODE": "consumer"}).wait_ready()
         producer = start_app(**{**env, "APP_MODE": "producer"}).wait_ready()
         client = listen(consumer.base_url)
+        pages = [browser.new_page() for _ in (consumer, producer)]
+        for page, app in zip(pages, (consumer, producer)):
+            page.goto(app.base_url)
+            wait_until(lambda: page.text_content("#sqs-state").startswith("ready"), 15, "SQS ready on the page")
         acknowledged, refused = [], []
         stop = threading.Event()
 
@@ -105,16 +110,21 @@ def test_sqs_outage_is_reported_and_recovered_without_losing_acknowledged_messag
         sender.start()
         time.sleep(3)
         proxy.cut()
+        cut_at = time.monotonic()
         wait_until(lambda: consumer.get("/readyz").status_code == 503, 15, "consumer readiness 503")
         wait_until(lambda: producer.get("/readyz").status_code == 503, 15, "producer readiness 503")
         wait_until(lambda: refused, 20, "a 503 from /produce")
         wait_until(lambda: any((s.get("stats") or {}).get("last_error") for s in client.of("consumer_status")),
                    20, "the consumer's error on its status event")
         assert consumer.get("/healthz").status_code == 200   # alive, only SQS is gone
-        time.sleep(max(0, OUTAGE_SECONDS - 10))
+        for page in pages:   # the pages ask /readyz every 5 s
+            wait_until(lambda: page.text_content("#sqs-state").startswith("not reachable"), 15, "the outage shown")
+        time.sleep(max(0.0, cut_at + OUTAGE_SECONDS - time.monotonic()))
         proxy.restore()
         wait_until(lambda: consumer.get("/readyz").status_code == 200, 20, "consumer ready again")
         wait_until(lambda: producer.get("/readyz").status_code == 200, 20, "producer ready again")
+        for page in pages:
+            wait_until(lambda: page.text_content("#sqs-state").startswith("ready"), 15, "recovery shown")
         time.sleep(3)
         stop.set()
         sender.join(40)
@@ -123,6 +133,40 @@ def test_sqs_outage_is_reported_and_recovered_without_losing_acknowledged_messag
                    "every acknowledged message at the client")
     finally:
         proxy.close()
+
+
+SHUTDOWN_GRACE = 40   # Compose's stop_grace_period, the shorter of the two (Kubernetes gives 60 s)
+
+
+@pytest.mark.parametrize("command, async_mode", [("app.py", "threading"), ("app.py", "eventlet"),
+                                                 ("gunicorn", "threading")])
+def test_sigterm_mid_stream_exits_0_and_every_message_is_delivered_or_handed_back(localstack_endpoint, start_app,
+                                                                                  listen, command, async_mode):
+    """SIGTERM while four long polls drain a backlog: exit 0 within the grace period, and each message
+    either reached the browser and was deleted, or is back on the queue at once (not held until its
+    60 s visibility timeout runs out); none is both, none is neither."""
+    from tests.servers import GUNICORN
+
+    sqs = localstack_endpoint
+    name = sqs.queue_name("sigterm")
+    run = {"command": GUNICORN} if command == "gunicorn" else {}
+    app = start_app(**run, **endpoint_env(sqs, name, APP_MODE="consumer", ASYNC_MODE=async_mode, POLLERS=4,
+                                          WAIT_TIME_SECONDS=5, VISIBILITY_TIMEOUT=60)).wait_ready()
+    url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    client = listen(app.base_url)
+    sent = set(prefill(sqs, url, 3000))
+    wait_until(lambda: len(client.messages()) >= 500, 60, "the drain under way")
+    started = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.proc.wait(SHUTDOWN_GRACE) == 0, app.logs()
+    assert time.monotonic() - started < SHUTDOWN_GRACE
+    delivered = [m["id"] for m in client.messages()]
+    assert len(delivered) == len(set(delivered)), "nothing delivered twice"
+    assert len(delivered) < len(sent), "stopped mid-stream"
+    handed_back = {m["MessageId"] for m in sqs.drain(url, wait=1)}   # within seconds, not 60
+    assert not set(delivered) & handed_back, "a message that reached the browser was deleted"
+    assert set(delivered) | handed_back == sent, "every message delivered or back on the queue"
+    assert "Traceback" not in app.logs()
 
 
 PRODUCERS, REQUESTS_EACH = 50, 200
