@@ -52,6 +52,7 @@ READY_CACHE_SECONDS = 1.0
 # A poll loop that has not finished a receive for this long past its wait time is stuck.
 HEALTH_GRACE_SECONDS = 45
 HISTORY_BODY_CHARS = 10_000
+STATUS_INTERVAL = 0.25   # seconds between counter updates sent to browsers
 
 
 class SimulatedFailure(Exception):
@@ -91,6 +92,9 @@ class SqsApp:
         self._dlq_url: str | None = None
         self._requests_in_flight = 0
         self._requests_lock = threading.Lock()
+        self._status_lock = threading.Lock()
+        self._status_due = False          # a counters update is scheduled
+        self._status_sent_at = 0.0
 
     # -- consumer side -------------------------------------------------------------------------
 
@@ -131,8 +135,29 @@ class SqsApp:
                 "max_receive_count": info.max_receive_count if info else None,
                 "dead_letter_queue": self.queue.dead_letter_queue_name,
                 "consumer": self.settings.consumer_name})
-        if name in ("batch_done", "error", "recovered", "stopped"):
+        if name == "batch_done":
+            self._send_status_soon()
+        elif name in ("error", "recovered", "stopped"):
             self.socketio.emit("consumer_status", self.consumer_status())
+
+    def _send_status_soon(self) -> None:
+        """Counters after a batch, at most every STATUS_INTERVAL: under a backlog a status per batch
+        would be half the frames every browser reads. The last one is always sent."""
+        with self._status_lock:
+            if self._status_due:
+                return
+            self._status_due = True
+            delay = max(0.0, self._status_sent_at + STATUS_INTERVAL - time.monotonic())
+
+        def send():
+            if delay:
+                self.socketio.sleep(delay)
+            with self._status_lock:
+                self._status_due = False
+                self._status_sent_at = time.monotonic()
+            self.socketio.emit("consumer_status", self.consumer_status())
+
+        self.socketio.start_background_task(send)
 
     def consumer_status(self) -> dict:
         stats = self.consumer.stats.snapshot() if self.consumer else None

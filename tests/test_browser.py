@@ -154,7 +154,8 @@ def test_a_poison_message_is_shown_failing_then_dead_lettered(localstack_endpoin
     first, last = (page.locator("#messages li.failed").nth(i).text_content() for i in (1, 0))  # newest first
     assert "attempt 1 of 2" in first and "left on the queue for redelivery" in first
     assert "attempt 2 of 2" in last and f"dead-letter queue {name}-dlq" in last
-    assert page.text_content("#count-failed") == "2" and page.text_content("#count-deleted") == "0"
+    wait_until(lambda: page.text_content("#count-failed") == "2", 5, "the failed counter")
+    assert page.text_content("#count-deleted") == "0"
     wait_until(lambda: "dead-letter queue: 1" in page.text_content("#sqs-state"), 15, "the DLQ depth on the page")
     assert page.locator("#messages li:not(.failed)").count() == 0 and page.errors == []
 

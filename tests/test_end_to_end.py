@@ -253,3 +253,24 @@ def test_sigterm_during_a_burst_lets_the_request_finish(moto_endpoint, start_app
     assert app.stop(timeout=60) == 0
     sender.join(60)
     assert answers and answers[0].status_code == 200 and answers[0].json()["sent"] == 1000
+
+
+def test_counters_reach_browsers_throttled_and_the_last_one_always(moto_endpoint, start_app, listen):
+    """One consumer_status per batch would be half of every browser's frames under a backlog: they are
+    sent at most every STATUS_INTERVAL, and the last one (all deleted) always arrives."""
+    from app import STATUS_INTERVAL
+
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="consumer", POLLERS=2)).wait_ready()
+    listener = listen(app.base_url)
+    wait_until(lambda: listener.of("consumer_status"), 5, "the status on connect")
+    url = moto_endpoint.client.get_queue_url(QueueName=app.env["QUEUE_NAME"])["QueueUrl"]
+    started = time.monotonic()
+    for start in range(0, 300, 10):
+        moto_endpoint.client.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)])
+    wait_until(lambda: listener.of("consumer_status")[-1]["stats"]["deleted"] == 300, 30, "all deleted, on the page")
+    elapsed = time.monotonic() - started
+    batches = len(listener.of("sqs_messages"))
+    statuses = len(listener.of("consumer_status")) - 1
+    assert statuses <= 2 + elapsed / STATUS_INTERVAL, (statuses, batches, elapsed)
+    assert statuses < batches, (statuses, batches, elapsed)
