@@ -2,7 +2,7 @@
 
     python app.py                      # producer + consumer on http://127.0.0.1:5000, embedded SQS
     APP_MODE=consumer python app.py    # what mirrord runs locally against the deployed consumer
-    gunicorn -w 1 --threads 50 'app:create_app()'
+    gunicorn --config gunicorn.conf.py 'app:create_app()'   # what the container image runs
 
 Where things happen:
 - a message is sent:     sqs_producer.SqsProducer.produce   (POST /produce)
@@ -32,6 +32,7 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import urllib.parse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from flask import Flask, jsonify, render_template, request, send_from_directory  # noqa: E402
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None, *, start_consumer: bool = True)
     socketio = SocketIO(app, async_mode=settings.async_mode,
                         # None: same origin only. Extra origins are listed in CORS_ALLOWED_ORIGINS.
                         cors_allowed_origins=list(settings.cors_allowed_origins) or None)
+    app.wsgi_app = _BrowserLimit(app.wsgi_app, socketio, settings.max_browsers)
     state = SqsApp(settings, socketio)
     app.extensions["sqs_app"] = state
     _register_routes(app, state)
@@ -274,10 +276,6 @@ def create_app(settings: Settings | None = None, *, start_consumer: bool = True)
     log.info("mode=%s async=%s consumer=%s backend=%s endpoint=%s region=%s queue=%s",
              settings.app_mode, settings.async_mode, settings.consumer_name,
              *(state.queue.describe()[k] for k in ("backend", "endpoint", "region", "queue_name")))
-    if settings.backend == "embedded" and settings.app_mode != "all":
-        log.warning("APP_MODE=%s on the embedded endpoint: it lives inside this process, so no other "
-                    "process can reach its queue; use APP_MODE=all, or LocalStack for separate processes",
-                    settings.app_mode)
     if settings.backend == "embedded" and settings.app_mode != "all":
         log.warning("APP_MODE=%s on the embedded endpoint: it lives inside this process, so no other "
                     "process can reach its queue; use APP_MODE=all, or LocalStack for separate processes",
@@ -347,6 +345,7 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
     @app.get("/status")
     def status():
         return jsonify({"mode": settings.app_mode, "async_mode": settings.async_mode,
+                        "browsers": {"connected": _open_connections(state.socketio), "max": settings.max_browsers},
                         **state.consumer_status()})
 
     @app.get("/vendor/socket.io.min.js")
@@ -354,6 +353,33 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
         if not (SOCKET_IO_CLIENT_DIR / "socket.io.min.js").is_file():
             return jsonify({"error": "Socket.IO browser client not installed: run `npm ci`", "field": None}), 404
         return send_from_directory(SOCKET_IO_CLIENT_DIR, "socket.io.min.js", max_age=3600)
+
+
+def _open_connections(socketio: SocketIO) -> int:
+    # Engine.IO keeps a closed socket in its table until its sweep (up to 20 s later): not counted.
+    return sum(1 for s in list(socketio.server.eio.sockets.values()) if not s.closed)
+
+
+class _BrowserLimit:
+    """WSGI middleware: refuses a new Socket.IO connection with 503 once MAX_BROWSERS are open.
+
+    Under Gunicorn's threads every open WebSocket holds a thread; with no cap, one tab too many would
+    leave no thread for /healthz, and the pod would be restarted by its own viewers."""
+
+    def __init__(self, wsgi_app, socketio: SocketIO, limit: int):
+        self.wsgi_app, self.socketio, self.limit = wsgi_app, socketio, limit
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/socket.io") and \
+                "sid" not in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")):
+            connected = _open_connections(self.socketio)
+            if connected >= self.limit:
+                body = json.dumps({"error": f"too many browser connections: {connected} open, the limit is "
+                                            f"MAX_BROWSERS={self.limit}", "field": "MAX_BROWSERS"}).encode()
+                start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                                           ("Content-Length", str(len(body))), ("Retry-After", "5")])
+                return [body]
+        return self.wsgi_app(environ, start_response)
 
 
 def _register_socket_events(socketio: SocketIO, state: SqsApp) -> None:

@@ -26,7 +26,9 @@ if _settings.async_mode == "eventlet":
     worker_connections = 1000
 else:
     worker_class = "gthread"
-    threads = 50  # each Socket.IO connection holds a thread
+    # Each browser's WebSocket holds a thread for as long as the tab is open; the app refuses more
+    # than MAX_BROWSERS, and 20 more threads stay free for probes, /produce and page loads.
+    threads = _settings.max_browsers + 20
 # Longer than one long poll (20 s), which the consumer waits for on SIGTERM, plus the messages in hand.
 graceful_timeout = 30
 timeout = 60

@@ -44,6 +44,7 @@ class Settings:
     max_messages: int = 10
     pollers: int = 1
     history_size: int = 50
+    max_browsers: int = 40
     consumer_name: str = field(default_factory=socket.gethostname)
     cors_allowed_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -105,6 +106,7 @@ class Settings:
             pollers=env.integer("POLLERS", 1, 1, 10),
             # The page keeps 200 rows; more history than that would never be shown.
             history_size=env.integer("HISTORY_SIZE", 50, 0, 200),
+            max_browsers=env.integer("MAX_BROWSERS", 40, 1, 1000),
             consumer_name=env.text("CONSUMER_NAME") or env.text("POD_NAME") or socket.gethostname(),
             cors_allowed_origins=tuple(o.strip() for o in (env.text("CORS_ALLOWED_ORIGINS") or "").split(",")
                                        if o.strip()),

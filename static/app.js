@@ -37,7 +37,16 @@ if (!socket) {
 } else {
   socket.on("connect", () => { connection.textContent = "connected"; connection.className = "badge on"; });
   socket.on("disconnect", () => { connection.textContent = "disconnected"; connection.className = "badge off"; });
-  socket.on("connect_error", () => { connection.textContent = "reconnecting…"; connection.className = "badge off"; });
+  socket.on("connect_error", async () => {
+    connection.textContent = "reconnecting…";
+    connection.className = "badge off";
+    try {   // the app refuses tabs over MAX_BROWSERS: say so instead of a bare "reconnecting"
+      const b = (await (await fetch("/status")).json()).browsers;
+      if (b && b.connected >= b.max && !socket.connected) {
+        connection.textContent = `too many tabs open (${b.connected} of MAX_BROWSERS=${b.max}); retrying…`;
+      }
+    } catch (err) { /* the app does not answer: "reconnecting…" says enough */ }
+  });
 }
 
 // ---------------------------------------------------------------- SQS reachability (every page)

@@ -174,3 +174,15 @@ def test_markup_in_fifo_group_and_deduplication_ids_is_shown_as_text(localstack_
     assert page.locator("#messages img, #messages script").count() == 0
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None
+
+
+def test_a_tab_over_max_browsers_says_why_it_is_not_connected(moto_endpoint, start_app, browser):
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), MAX_BROWSERS=1))
+    first, second = new_page(browser), new_page(browser)
+    first.goto(app.base_url)
+    wait_connected(first)
+    second.goto(app.base_url)
+    wait_until(lambda: second.text_content("#connection").startswith("too many tabs open (1 of MAX_BROWSERS=1)"),
+               15, "the reason on the second tab")
+    first.close()
+    second.wait_for_selector("#connection.badge.on", timeout=30000)   # it gets the place once freed

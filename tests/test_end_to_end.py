@@ -274,3 +274,30 @@ def test_counters_reach_browsers_throttled_and_the_last_one_always(moto_endpoint
     statuses = len(listener.of("consumer_status")) - 1
     assert statuses <= 2 + elapsed / STATUS_INTERVAL, (statuses, batches, elapsed)
     assert statuses < batches, (statuses, batches, elapsed)
+
+
+@pytest.mark.parametrize("command", ["app.py", "gunicorn"])
+def test_browsers_over_max_browsers_are_refused_and_probes_still_answer(moto_endpoint, start_app, command):
+    """Under Gunicorn each open WebSocket holds a thread: without a cap, the 51st tab took the last
+    one and /healthz hung. Tabs over MAX_BROWSERS get 503 naming it; probes answer at once."""
+    import socketio
+
+    from tests.servers import GUNICORN, Listener
+
+    run = {"command": GUNICORN} if command == "gunicorn" else {}
+    app = start_app(**run, **endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="consumer",
+                                          MAX_BROWSERS=3))
+    tabs = [Listener(app.base_url) for _ in range(3)]
+    try:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            Listener(app.base_url)
+        refused = requests.get(app.base_url + "/socket.io/?EIO=4&transport=polling", timeout=5)
+        assert refused.status_code == 503 and refused.json()["field"] == "MAX_BROWSERS"
+        started = time.monotonic()
+        assert app.get("/healthz").status_code == 200 and time.monotonic() - started < 1
+        assert app.get("/status").json()["browsers"] == {"connected": 3, "max": 3}
+        tabs.pop().close()
+        tabs.append(wait_until(lambda: Listener(app.base_url), 10, "a place for a new tab"))
+    finally:
+        for tab in tabs:
+            tab.close()

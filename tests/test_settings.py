@@ -38,6 +38,7 @@ def test_modes_are_case_insensitive_and_select_roles():
     ({"APP_MODE": "both"}, "APP_MODE"),
     ({"ASYNC_MODE": "gevent"}, "ASYNC_MODE"),
     ({"PORT": "http"}, "PORT"),
+    ({"MAX_BROWSERS": "0"}, "MAX_BROWSERS"),
     ({"PORT": "70000"}, "PORT"),
     ({"WAIT_TIME_SECONDS": "30"}, "WAIT_TIME_SECONDS"),
     ({"WAIT_TIME_SECONDS": "-1"}, "WAIT_TIME_SECONDS"),
