@@ -82,6 +82,12 @@ class SqsEndpoint:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
+    def in_flight(self, queue_url: str) -> int:
+        """Messages received and neither deleted nor visible again yet."""
+        attrs = self.client.get_queue_attributes(QueueUrl=queue_url,
+                                                 AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+        return int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
     def drain(self, queue_url: str, wait: float = 1) -> list[dict]:
         """Receive (and delete) everything currently visible."""
         found = []

@@ -1,6 +1,6 @@
-"""Property-based fuzzing of POST /produce (Hypothesis) against a real moto server: every answer is
-2xx or 4xx JSON, never 5xx; what was accepted reaches the queue exactly as sent; what was refused
-sends nothing."""
+"""Property-based fuzzing of POST /produce (Hypothesis) against real LocalStack and a moto server:
+any JSON value, and any bytes under any content type, gets a 2xx or 4xx JSON answer, never 5xx; what
+was accepted reaches the queue exactly as sent; what was refused sends nothing."""
 
 import base64
 import json
@@ -45,32 +45,29 @@ payloads = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def fuzz_api(moto_endpoint):
-    import os
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    name = moto_endpoint.queue_name("fuzz")
-    app = create_app(Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": moto_endpoint.url,
-                                        "QUEUE_NAME": name}), start_consumer=False)
-    queue_url = app.extensions["sqs_app"].queue.url()
-    return app.test_client(), moto_endpoint, queue_url
-
-
-OUTCOMES = {"accepted": 0, "refused": 0}
+@pytest.fixture(scope="module", params=["localstack", "moto"])
+def fuzz_api(request):
+    sqs = request.getfixturevalue(f"{request.param}_endpoint")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "test")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        app = create_app(Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": sqs.url,
+                                            "QUEUE_NAME": sqs.queue_name("fuzz")}), start_consumer=False)
+        queue_url = app.extensions["sqs_app"].queue.url()
+        yield app.test_client(), sqs, queue_url
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=payloads)
-def test_any_json_gets_2xx_or_4xx_and_the_queue_gets_exactly_what_was_accepted(fuzz_api, payload):
-    client, sqs, queue_url = fuzz_api
-    response = client.post("/produce", data=json.dumps(payload), content_type="application/json")
+OUTCOMES: dict[str, dict[str, int]] = {}   # per SQS server: how many were accepted and refused
+
+
+def _check_answer_and_queue(sqs, queue_url, response, payload) -> None:
+    """The answer is 2xx or 4xx JSON; the queue holds exactly what an accepted `payload` asked for."""
     assert response.is_json
     body = response.get_json()
     assert 200 <= response.status_code < 500, body
     received = sqs.drain(queue_url, wait=0)
-    OUTCOMES["accepted" if response.status_code == 200 else "refused"] += 1
+    outcomes = OUTCOMES.setdefault(sqs.name, {"accepted": 0, "refused": 0})
+    outcomes["accepted" if response.status_code == 200 else "refused"] += 1
     if response.status_code != 200:
         assert body["error"] and "field" in body
         assert received == [], "a refused request sent something"
@@ -93,6 +90,50 @@ def test_any_json_gets_2xx_or_4xx_and_the_queue_gets_exactly_what_was_accepted(f
                 assert got[name] == {"DataType": "Number", "StringValue": repr(value)}
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=payloads)
+def test_any_json_gets_2xx_or_4xx_and_the_queue_gets_exactly_what_was_accepted(fuzz_api, payload):
+    client, sqs, queue_url = fuzz_api
+    response = client.post("/produce", data=json.dumps(payload), content_type="application/json")
+    _check_answer_and_queue(sqs, queue_url, response, payload)
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    """Overwrite, insert or cut single bytes: (position, byte) with byte 256 meaning "cut here"."""
+    for position, byte in edits:
+        i = position % (len(data) + 1)
+        data = data[:i] + data[i + 1:] if byte == 256 else data[:i] + bytes([byte]) + data[i:]
+    return data
+
+
+raw_bodies = st.one_of(
+    st.binary(max_size=200),
+    st.builds(_mutate, valid_payloads.map(lambda p: json.dumps(p, ensure_ascii=False).encode()),
+              st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 256)), min_size=1, max_size=3)),
+    valid_payloads.map(lambda p: json.dumps(p, ensure_ascii=False).encode()),
+)
+content_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "application/JSON",
+                                 "application/vnd.api+json", "application/json; charset=latin-1", "text/plain",
+                                 "application/x-www-form-urlencoded", "multipart/form-data", "", "*/*"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=raw_bodies, content_type=content_types, encoding=st.sampled_from([None, "gzip", "identity", "br"]))
+def test_any_bytes_under_any_content_type_get_2xx_or_4xx_json(fuzz_api, data, content_type, encoding):
+    client, sqs, queue_url = fuzz_api
+    headers = {"Content-Type": content_type, **({"Content-Encoding": encoding} if encoding else {})}
+    response = client.post("/produce", data=data, headers=headers)
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    if response.status_code == 200:
+        assert isinstance(payload, dict), "only a JSON object is accepted"
+    _check_answer_and_queue(sqs, queue_url, response, payload)
+
+
 def test_the_fuzzing_above_exercised_both_outcomes():
     """Guard against a strategy that only ever produces refusals (the queue check would then be idle)."""
-    assert OUTCOMES["accepted"] >= 5 and OUTCOMES["refused"] >= 5, OUTCOMES
+    assert set(OUTCOMES) == {"localstack", "moto"}, OUTCOMES
+    for outcomes in OUTCOMES.values():
+        assert outcomes["accepted"] >= 5 and outcomes["refused"] >= 5, OUTCOMES

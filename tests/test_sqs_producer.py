@@ -7,6 +7,7 @@ import pytest
 from sqs_producer import (DEFAULT_GROUP_ID, ProduceError, ProduceRequest, build_entries, check_against_queue,
                           parse_request)
 from sqs_queue import QueueInfo
+from tests.bad_requests import BAD_FIFO_PAYLOADS, BAD_PAYLOADS
 
 STANDARD = QueueInfo(url="http://sqs/q", arn="arn:q", is_fifo=False, content_based_deduplication=False,
                      max_message_size=262_144, dead_letter_arn=None, max_receive_count=None)
@@ -39,56 +40,7 @@ def test_attribute_shorthands_become_sqs_attributes():
     }
 
 
-@pytest.mark.parametrize("payload, field", [
-    ([], "body"),
-    ("hello", "body"),
-    ({}, "message"),
-    ({"message": None}, "message"),
-    ({"message": ""}, "message"),
-    ({"message": 42}, "message"),
-    ({"message": {"a": 1}}, "message"),
-    ({"message": "bell \x07"}, "message"),
-    ({"message": "nul \x00"}, "message"),
-    ({"message": "lone surrogate \ud800"}, "message"),
-    ({"message": "not a char \uffff"}, "message"),
-    ({"message": "m", "extra": 1}, "extra"),
-    ({"message": "m", "count": 0}, "count"),
-    ({"message": "m", "count": 1001}, "count"),
-    ({"message": "m", "count": "3"}, "count"),
-    ({"message": "m", "count": True}, "count"),
-    ({"message": "m", "count": 2.5}, "count"),
-    ({"message": "m", "attributes": []}, "attributes"),
-    ({"message": "m", "attributes": {f"a{i}": "v" for i in range(11)}}, "attributes"),
-    ({"message": "m", "attributes": {"": "v"}}, "attributes."),
-    ({"message": "m", "attributes": {"has space": "v"}}, "attributes.has space"),
-    ({"message": "m", "attributes": {"AWS.trace": "v"}}, "attributes.AWS.trace"),
-    ({"message": "m", "attributes": {"amazon.x": "v"}}, "attributes.amazon.x"),
-    ({"message": "m", "attributes": {"a..b": "v"}}, "attributes.a..b"),
-    ({"message": "m", "attributes": {".a": "v"}}, "attributes..a"),
-    ({"message": "m", "attributes": {"a" * 257: "v"}}, "attributes." + "a" * 257),
-    ({"message": "m", "attributes": {"n\n": "v"}}, "attributes.n\n"),
-    ({"message": "m", "attributes": {"a": ""}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": None}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": True}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": ["x"]}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": "bad \x01"}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Text", "StringValue": "x"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"StringValue": "x"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "String"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "String", "StringValue": 5}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "String", "StringValue": "x", "Foo": 1}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "ten"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "1_000"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "NaN"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "1e200"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "1" * 39}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Number", "StringValue": "\u0661"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Binary", "BinaryValue": "not base64!"}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Binary", "BinaryValue": ""}}}, "attributes.a"),
-    ({"message": "m", "attributes": {"a": {"DataType": "Binary", "StringValue": "eA=="}}}, "attributes.a"),
-    ({"message": "m", "group_id": "g"}, "group_id"),
-    ({"message": "m", "dedup_id": "d"}, "dedup_id"),
-])
+@pytest.mark.parametrize("payload, field", BAD_PAYLOADS)
 def test_bad_requests_name_the_field(payload, field):
     error = rejected(payload)
     assert error.status == 400
@@ -107,13 +59,7 @@ def test_size_counts_utf8_body_and_attributes_against_the_queue_limit():
     check_against_queue(exact, small)  # exactly at the limit is fine
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"message": "m", "group_id": "has space"}, "group_id"),
-    ({"message": "m", "group_id": "g" * 129}, "group_id"),
-    ({"message": "m", "group_id": ""}, "group_id"),
-    ({"message": "m", "dedup_id": "é"}, "dedup_id"),
-    ({"message": "m", "dedup_id": "d" * 126, "count": 100}, "dedup_id"),
-])
+@pytest.mark.parametrize("payload, field", BAD_FIFO_PAYLOADS)
 def test_fifo_ids_are_checked(payload, field):
     assert rejected(payload, FIFO).field == field
 
