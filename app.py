@@ -8,7 +8,8 @@ Where things happen:
 - a message is sent:     sqs_producer.SqsProducer.produce   (POST /produce)
 - a message is received: sqs_consumer.SqsConsumer._poll_once
 - a message is handled:  to_browser_event below (the consumer's handler, once per message)
-- a message is emitted:  deliver_to_browsers below (one `sqs_messages` event per received batch)
+- a message is emitted:  deliver_to_browsers below (one `sqs_messages` event per received batch,
+                         which every connected browser confirms)
 - a message is deleted:  sqs_consumer.SqsConsumer._delete, after both returned
 """
 
@@ -26,6 +27,7 @@ if os.environ.get("ASYNC_MODE", "").strip().lower() == "eventlet":
 
 import collections  # noqa: E402
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -34,6 +36,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.parse  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 from flask import Flask, jsonify, render_template, request, send_from_directory  # noqa: E402
 from flask_socketio import SocketIO  # noqa: E402
@@ -54,6 +57,9 @@ READY_CACHE_SECONDS = 1.0
 HEALTH_GRACE_SECONDS = 45
 HISTORY_BODY_CHARS = 10_000
 STATUS_INTERVAL = 0.25   # seconds between counter updates sent to browsers
+# How long a batch waits for the browsers' confirmations before it is deleted anyway; a browser that
+# misses it is not waited for again until it has caught up.
+CONFIRM_TIMEOUT = 5.0
 
 
 class SimulatedFailure(Exception):
@@ -81,6 +87,7 @@ class SqsApp:
         self.queue = SqsQueue(send_client, settings, endpoint)
         self.producer = SqsProducer(send_client, self.queue) if settings.runs_producer else None
         self.history: collections.deque = collections.deque(maxlen=settings.history_size)
+        self.browsers = Browsers(socketio, CONFIRM_TIMEOUT)
         self.consumer = None
         if settings.runs_consumer:
             self.consumer = SqsConsumer(
@@ -115,17 +122,20 @@ class SqsApp:
             "consumer": self.settings.consumer_name,
         }
 
-    def deliver_to_browsers(self, events: list[dict]) -> None:
-        """The consumer's publish step: one `sqs_messages` event per received batch (1-10 messages),
-        before the batch is deleted. One frame per batch instead of per message keeps twenty tabs,
-        or one slow one, up with a backlog."""
-        self.socketio.emit("sqs_messages", {"messages": events})
+    def deliver_to_browsers(self, events: list[dict]):
+        """The consumer's publish step: one `sqs_messages` event per received batch (1-10 messages)
+        to every connected browser, each of which confirms it. Returns the wait for those
+        confirmations, after which the consumer deletes the batch: a consumer killed at any moment
+        has deleted only what the browsers already have. One frame per batch instead of per message
+        keeps twenty tabs, or one slow one, up with a backlog."""
+        confirmed = self.browsers.send("sqs_messages", {"messages": events})
         for event in events:
             if len(event["body"]) > HISTORY_BODY_CHARS:
                 # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
                 event = {**event, "body": event["body"][:HISTORY_BODY_CHARS], "json": None,
                          "body_truncated": True}
             self.history.append(event)
+        return confirmed
 
     def on_consumer_event(self, name: str, details: dict) -> None:
         if name == "failed":
@@ -345,7 +355,8 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
     @app.get("/status")
     def status():
         return jsonify({"mode": settings.app_mode, "async_mode": settings.async_mode,
-                        "browsers": {"connected": _open_connections(state.socketio), "max": settings.max_browsers},
+                        "browsers": {"connected": _open_connections(state.socketio), "max": settings.max_browsers,
+                                     "lagging": state.browsers.lagging},
                         **state.consumer_status()})
 
     @app.get("/vendor/socket.io.min.js")
@@ -353,6 +364,81 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
         if not (SOCKET_IO_CLIENT_DIR / "socket.io.min.js").is_file():
             return jsonify({"error": "Socket.IO browser client not installed: run `npm ci`", "field": None}), 404
         return send_from_directory(SOCKET_IO_CLIENT_DIR, "socket.io.min.js", max_age=3600)
+
+
+class Browsers:
+    """Sends a batch to each connected browser and waits until each has confirmed it (a Socket.IO
+    acknowledgement), or `timeout` passed.
+
+    A browser that misses the deadline (a hung or frozen tab) is "lagging": it still gets every batch,
+    but nobody waits for it until it has confirmed all it was sent, so one bad tab cannot slow the
+    consumer down to one batch per timeout."""
+
+    def __init__(self, socketio: SocketIO, timeout: float):
+        self.socketio, self.timeout = socketio, timeout
+        self._lock = threading.Lock()
+        self._owed: dict[str, int] = {}        # sid -> batches sent and not confirmed yet
+        self._lagging: set[str] = set()
+        self._waits: list[tuple[set, object]] = []   # (sids still to confirm, event set when none)
+
+    def send(self, event: str, data: dict) -> Callable[[], int]:
+        """Send to every connected browser now. Returns the wait for their confirmations, which
+        returns how many of the browsers it waited for did not confirm within `timeout`."""
+        sids = [sid for sid, _ in self.socketio.server.manager.get_participants("/", None)]
+        done = self.socketio.server.eio.create_event()
+        with self._lock:
+            waiting = {sid for sid in sids if sid not in self._lagging}
+            for sid in sids:
+                self._owed[sid] = self._owed.get(sid, 0) + 1
+            wait = (waiting, done)
+            self._waits.append(wait)
+            if not waiting:
+                done.set()
+        for sid in sids:
+            self.socketio.emit(event, data, to=sid, callback=functools.partial(self._confirmed, sid, wait))
+
+        def confirmations() -> int:
+            done.wait(self.timeout)
+            with self._lock:
+                self._waits.remove(wait)
+                self._lagging |= waiting
+                late = len(waiting)
+            if late:
+                log.info("%d browser(s) did not confirm a batch within %.0fs; not waiting for them again "
+                         "until they catch up", late, self.timeout)
+            return late
+
+        return confirmations
+
+    def _confirmed(self, sid: str, wait: tuple[set, object], *_answer) -> None:
+        with self._lock:
+            owed = self._owed.get(sid, 0) - 1
+            if owed > 0:
+                self._owed[sid] = owed
+            else:   # caught up
+                self._owed.pop(sid, None)
+                self._lagging.discard(sid)
+            self._release(sid, wait)
+
+    @property
+    def lagging(self) -> int:
+        """Browsers that missed a confirmation deadline and have not caught up yet."""
+        return len(self._lagging)
+
+    def forget(self, sid: str) -> None:
+        """A browser disconnected: nothing waits for it any more."""
+        with self._lock:
+            self._owed.pop(sid, None)
+            self._lagging.discard(sid)
+            for wait in self._waits:
+                self._release(sid, wait)
+
+    @staticmethod
+    def _release(sid: str, wait: tuple[set, object]) -> None:
+        waiting, done = wait
+        waiting.discard(sid)
+        if not waiting:
+            done.set()
 
 
 def _open_connections(socketio: SocketIO) -> int:
@@ -388,6 +474,10 @@ def _register_socket_events(socketio: SocketIO, state: SqsApp) -> None:
         # Late joiners see what they missed, up to HISTORY_SIZE messages, oldest first.
         socketio.emit("sqs_history", {"messages": list(state.history)}, to=request.sid)
         socketio.emit("consumer_status", state.consumer_status(), to=request.sid)
+
+    @socketio.on("disconnect")
+    def on_disconnect(*_reason):
+        state.browsers.forget(request.sid)
 
 
 def _read_json_request():

@@ -10,10 +10,10 @@ while they are paused, thanks to the visibility heartbeat.
     ...
     consumer.stop(timeout=10)   # stop polling, finish the messages in hand
 
-Guarantees: a message is deleted only after its handler (and the batch's publish step) returned; a
-handler that raises leaves the message for redelivery (the queue's redrive policy moves poison
-messages to the dead-letter queue); SQS errors never end the loop, they are retried with capped
-exponential backoff.
+Guarantees: a message is deleted only after its handler and the batch's publish step returned (and,
+when the publish step asks for it, after its confirmation came); a handler that raises leaves the
+message for redelivery (the queue's redrive policy moves poison messages to the dead-letter queue);
+SQS errors never end the loop, they are retried with capped exponential backoff.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from queue import Queue
 from typing import Any, Callable, Protocol
 
 from sqs_queue import SQS_ERRORS, describe_error, is_queue_missing
@@ -139,10 +140,13 @@ class SqsConsumer:
         for redelivery after `failure_visibility_timeout` seconds.
     publish: optional; called once per received batch, after the handlers and before the delete,
         with what the handlers returned for the messages they finished, in order. If it raises,
-        none of them is deleted: all are left for redelivery.
+        none of them is deleted: all are left for redelivery. If it returns a function, the batch
+        is deleted once that function has returned (it waits for a confirmation: the browsers'
+        acknowledgements); the consumer calls it off the poll loop, in order, so the next receive
+        does not wait for it. If that function raises, the batch is left for redelivery.
     on_event: optional observer, called as `on_event(name, details)` with names
-        `received`, `processed`, `failed`, `deleted`, `batch_done`, `error`, `recovered`, `empty`,
-        `stopped`.
+        `received`, `processed`, `failed`, `deleted`, `batch_done` (the batch is finished: deleted or
+        left for redelivery), `error`, `recovered`, `empty`, `stopped`.
     concurrency: how many long polls run at once (1-10). One keeps messages in order and a
         debugging session simple; more drain a backlog faster.
     spawn: how to run a background task; the web layer passes `socketio.start_background_task`
@@ -187,6 +191,9 @@ class SqsConsumer:
         self._start_lock = threading.Lock()
         self._in_hand: dict[str, str] = {}       # receipt handle -> message id
         self._in_hand_lock = threading.Lock()
+        # Batches published and waiting for their confirmation before the delete; at most one per
+        # poller queued, so a slow confirmation holds back receiving instead of piling messages up.
+        self._confirming: Queue = Queue(maxsize=concurrency)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -199,6 +206,7 @@ class SqsConsumer:
         self._loops_running = self.concurrency
         for _ in range(self.concurrency):
             self._spawn(self._poll_loop)
+        self._spawn(self._confirm_loop)
         self._spawn(self._heartbeat_loop)
         return True
 
@@ -208,7 +216,8 @@ class SqsConsumer:
         A long poll cannot be cancelled, and abandoning it would let SQS hand it messages that nobody
         reads (invisible until their visibility timeout runs out). So the loop waits for it to return
         (at most `wait_time_seconds`) and releases what it brought at once (visibility 0) without
-        handling it. Returns False if `timeout` ran out first.
+        handling it. Batches waiting for their confirmation are finished first. Returns False if
+        `timeout` ran out first.
         """
         self._stopping.set()
         if not self._started:
@@ -244,10 +253,7 @@ class SqsConsumer:
                 self._loops_running -= 1
                 last = self._loops_running == 0
             if last:
-                self.stats.state = "stopped"
-                self._stopped.set()
-                self._on_event("stopped", {})
-                log.info("consumer stopped")
+                self._confirming.put(None)   # the confirm loop finishes what is queued, then stops
 
     def _poll_once(self, backoff: Backoff) -> None:
         self.stats.state = "polling"
@@ -283,19 +289,23 @@ class SqsConsumer:
         self._count(received=len(messages))
         log.debug("received %d message(s): %s", len(messages), ", ".join(m.message_id for m in messages))
         self._on_event("received", {"count": len(messages)})
+        awaiting: list[ReceivedMessage] = []
         try:
             if self._stopping.is_set():
                 # Arrived after stop(): hand them straight back to the queue for another consumer.
                 self._change_visibility(queue_url, messages, 0)
             else:
                 self.stats.state = "processing"
-                self._process(queue_url, messages)
+                awaiting = self._process(queue_url, messages)
         finally:
-            self._release(messages)
+            # Messages waiting for their confirmation stay in hand (the heartbeat keeps them invisible).
+            self._release([m for m in messages if m not in awaiting])
             self.stats.state = "polling"
-            self._on_event("batch_done", {"count": len(messages)})
+            if not awaiting:
+                self._on_event("batch_done", {"count": len(messages)})
 
-    def _process(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
+    def _process(self, queue_url: str, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Handle, publish and delete one batch; returns the messages left waiting for their confirmation."""
         done, results, failed = [], [], []
         for message in messages:
             try:
@@ -303,9 +313,10 @@ class SqsConsumer:
                 done.append(message)
             except _HandlerFailed:
                 failed.append(message)
+        confirmation = None
         if done and self._publish:
             try:
-                self._publish(results)
+                confirmation = self._publish(results)
             except Exception as exc:  # user code again: nothing of this batch is done
                 self._count(failed=len(done))
                 log.warning("publishing %d message(s) failed: %s", len(done), describe_error(exc))
@@ -314,8 +325,36 @@ class SqsConsumer:
                 failed, done = failed + done, []
         if failed and self.failure_visibility_timeout < self.visibility_timeout:
             self._change_visibility(queue_url, failed, self.failure_visibility_timeout)
+        if done and callable(confirmation):
+            self._confirming.put((confirmation, queue_url, done, len(messages)))
+            return done
         if done:
             self._delete(queue_url, done)
+        return []
+
+    def _confirm_loop(self) -> None:
+        """Deletes published batches once their confirmation came, oldest first, while the poll loops
+        go on receiving. Runs until the last poll loop has ended, then marks the consumer stopped."""
+        while (item := self._confirming.get()) is not None:
+            confirmation, queue_url, messages, batch_size = item
+            try:
+                confirmation()
+            except Exception as exc:  # user code: the batch was not confirmed, so it is not done
+                self._count(failed=len(messages))
+                log.warning("confirming %d message(s) failed: %s", len(messages), describe_error(exc))
+                for message in messages:
+                    self._on_event("failed", {"message": message, "error": describe_error(exc)})
+                if self.failure_visibility_timeout < self.visibility_timeout:
+                    self._change_visibility(queue_url, messages, self.failure_visibility_timeout)
+            else:
+                self._delete(queue_url, messages)
+            finally:
+                self._release(messages)
+                self._on_event("batch_done", {"count": batch_size})
+        self.stats.state = "stopped"
+        self._stopped.set()
+        self._on_event("stopped", {})
+        log.info("consumer stopped")
 
     def _handle(self, message: ReceivedMessage) -> Any:
         """Run the handler for one message and return its result; _HandlerFailed if it raised."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import platform
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -61,14 +62,14 @@ def report(title: str, rows: list[tuple[str, float, float, str, str]]) -> None:
 
 class LeanClient:
     """A minimal Socket.IO client over one WebSocket (Engine.IO 4): connects to the default
-    namespace, answers pings, and records the messages of `sqs_messages` events by id in a thread
-    of its own.
+    namespace, answers pings, records the messages of `sqs_messages` events by id in a thread of its
+    own, and confirms each event (the consumer deletes a batch once its browsers confirmed it).
 
     The benchmarks use it because python-socketio's client spends about 0.6 ms per event; with five
     of them on a 2-core machine the figure would measure the clients instead of the app.
     """
 
-    def __init__(self, base_url: str, sink: list | None = None):
+    def __init__(self, base_url: str, sink: list | None = None, confirm: bool = True):
         import json
         import threading
 
@@ -77,7 +78,9 @@ class LeanClient:
         self.ids: list[str] = []
         self.received_at: dict[str, float] = {}
         self.sink = sink   # if given, each whole message is appended to it too
-        self._prefix = '42["sqs_messages",'
+        self.confirm = confirm   # False: a tab that receives but never confirms (hung, frozen)
+        # Socket.IO EVENT frames: 42<ack id>["sqs_messages",{...}]; confirmed with 43<ack id>[].
+        self._event = re.compile(r'42(\d*)\["sqs_messages",')
         self._json = json
         self.ws = websocket.create_connection(base_url.replace("http://", "ws://")
                                               + "/socket.io/?EIO=4&transport=websocket", timeout=10)
@@ -95,13 +98,15 @@ class LeanClient:
                 frame = self.ws.recv()
                 if frame == "2":
                     self.ws.send("3")
-                elif frame.startswith(self._prefix):
+                elif event := self._event.match(frame):
                     now = time.perf_counter()
-                    for message in self._json.loads(frame[2:])[1]["messages"]:
+                    for message in self._json.loads(frame[2 + len(event.group(1)):])[1]["messages"]:
                         self.ids.append(message["id"])
                         if self.sink is not None:
                             self.sink.append(message)
                         self.received_at.setdefault(message["id"], now)
+                    if event.group(1) and self.confirm:
+                        self.ws.send(f"43{event.group(1)}[]")
         except Exception:  # noqa: BLE001 - the connection closed
             return
 

@@ -100,8 +100,9 @@ if (messages && socket) {
       if (!seen.has(m.id + "/" + m.receive_count)) { seen.add(m.id + "/" + m.receive_count); queueRow({ message: m }); }
     }
   });
-  // One event per batch the consumer received (1-10 messages), in the order SQS gave them.
-  socket.on("sqs_messages", (batch) => {
+  // One event per batch the consumer received (1-10 messages), in the order SQS gave them. The
+  // consumer deletes the batch from the queue once every connected tab has confirmed it.
+  socket.on("sqs_messages", (batch, confirm) => {
     for (const m of batch.messages) {
       const key = m.id + "/" + m.receive_count;
       if (seen.has(key)) continue;
@@ -110,6 +111,7 @@ if (messages && socket) {
       if (seen.size > 5 * MAX_ROWS) seen.clear();
       queueRow({ message: m });
     }
+    if (typeof confirm === "function") confirm();
   });
   socket.on("sqs_message_failed", (f) => queueRow({ failure: f }));
   socket.on("consumer_status", updateStatus);

@@ -45,6 +45,8 @@ def test_send_on_producer_page_and_see_it_live_on_consumer_page(localstack_endpo
     assert '"order": 42' in row.text_content() and "user (String) = me" in row.text_content()
     assert "consumer-pod" in row.text_content()
     wait_until(lambda: consumer_page.text_content("#count-deleted") == "1", 10, "deleted counter")
+    assert consumer.get("/status").json()["browsers"] == {"connected": 1, "max": 40, "lagging": 0}, \
+        "the page confirmed the batch (the consumer deletes it after that)"
     assert consumer_page.text_content("#backend") == "endpoint"
     assert producer_page.errors == [] and consumer_page.errors == []
     if async_mode == "threading":

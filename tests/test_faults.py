@@ -48,7 +48,9 @@ def test_kill_9_mid_drain_loses_nothing_and_marks_redeliveries(localstack_endpoi
     for event in seen:
         counts[event["id"]] = counts.get(event["id"], 0) + 1
     duplicates = {i for i, n in counts.items() if n > 1}
-    assert len(duplicates) <= in_flight_at_kill <= 10, "only what was in flight at the kill may come twice"
+    # In flight at most: the batch being handled, one queued for its browsers' confirmation and the one
+    # being confirmed (POLLERS=1, 10 messages each).
+    assert len(duplicates) <= in_flight_at_kill <= 30, "only what was in flight at the kill may come twice"
     by_first = {e["id"] for e in seen if e["consumer"] == "first"}
     assert duplicates <= by_first and all(counts[i] == 2 for i in duplicates)
     for event in seen:
@@ -68,6 +70,61 @@ def _park_everything(sqs, url, seconds):
         if not batch:
             return parked
         parked += len(batch)
+
+
+def test_killed_after_emitting_but_before_the_browser_confirmed_the_message_is_redelivered(localstack_endpoint,
+                                                                                           start_app, listen):
+    """The window a plain emit leaves open: the frame is sent, the process dies before the browser has
+    it. The batch is deleted only once the browser confirmed it, so a kill in between deletes nothing
+    and the message comes back, marked as redelivered."""
+    sqs = localstack_endpoint
+    name = sqs.queue_name("unconfirmed")
+    env = endpoint_env(sqs, name, APP_MODE="consumer", VISIBILITY_TIMEOUT=3, WAIT_TIME_SECONDS=1)
+    first = start_app(**env, CONSUMER_NAME="first").wait_ready()
+    url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    silent: list[dict] = []
+    tab = LeanClient(first.base_url, sink=silent, confirm=False)   # gets the frame, never confirms
+    [message_id] = prefill(sqs, url, 1)
+    wait_until(lambda: silent, 10, "the message at the tab")
+    time.sleep(1)
+    assert sqs.in_flight(url) == 1, "not deleted while its browser has not confirmed it"
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    tab.close()
+
+    second = start_app(**env, CONSUMER_NAME="second")
+    client = listen(second.base_url)
+    [again] = client.wait_messages(1, timeout=20)
+    assert (again["id"], again["receive_count"], again["consumer"]) == (message_id, 2, "second")
+    wait_until(lambda: sqs.depth(url) == 0, 10, "deleted once confirmed")
+
+
+def test_a_tab_that_never_confirms_is_waited_for_once_then_not_again(localstack_endpoint, start_app, listen):
+    """A hung or frozen tab costs the consumer one confirmation timeout, not one per batch: after it, the
+    consumer deletes on the other browsers' confirmations alone, and they still get everything."""
+    from app import CONFIRM_TIMEOUT
+
+    sqs = localstack_endpoint
+    name = sqs.queue_name("hung-tab")
+    app = start_app(**endpoint_env(sqs, name, APP_MODE="consumer", WAIT_TIME_SECONDS=1)).wait_ready()
+    url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    hung = LeanClient(app.base_url, confirm=False)
+    client = listen(app.base_url)
+    try:
+        prefill(sqs, url, 1)
+        client.wait_messages(1)
+        time.sleep(CONFIRM_TIMEOUT / 2)
+        assert sqs.in_flight(url) == 1, "waiting for the hung tab"
+        wait_until(lambda: sqs.depth(url) == 0, CONFIRM_TIMEOUT + 5, "deleted after the timeout")
+        started = time.monotonic()
+        ids = prefill(sqs, url, 50)
+        wait_until(lambda: sqs.depth(url) == 0, 30, "the rest deleted")
+        assert time.monotonic() - started < CONFIRM_TIMEOUT, "the hung tab is not waited for again"
+        assert app.get("/status").json()["browsers"]["lagging"] == 1
+        wait_until(lambda: set(ids) <= {m["id"] for m in client.messages()}, 10, "all at the confirming client")
+        wait_until(lambda: set(ids) <= set(hung.ids), 10, "every batch at the hung tab too")
+    finally:
+        hung.close()
 
 
 OUTAGE_SECONDS = 30
