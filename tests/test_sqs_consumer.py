@@ -116,6 +116,73 @@ def test_a_failing_publish_deletes_nothing_of_its_batch(moto_endpoint, consumers
     assert moto_endpoint.depth(queue) == 0
 
 
+def test_a_batch_waiting_for_its_confirmation_is_kept_invisible_and_deleted_after_it(moto_endpoint, consumers):
+    """publish may return a wait (the browsers' acknowledgements): the batch is deleted only after it
+    returned, the heartbeat keeps it invisible meanwhile, and the next receive does not wait for it."""
+    queue = moto_endpoint.create_queue()
+    moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="first")
+    confirmed, published = threading.Event(), []
+
+    def publish(results):
+        published.append(results)
+        return lambda: confirmed.wait(20)
+
+    consumer = make_consumer(moto_endpoint, queue, lambda m: m.body, publish=publish,
+                             visibility_timeout=2, heartbeat_interval=0.5)
+    consumers.append(consumer)
+    consumer.start()
+    wait_until(lambda: published == [["first"]], 10, "the first batch published")
+    moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="second")
+    wait_until(lambda: len(published) == 2, 10, "the next batch received while the first waits")
+    time.sleep(3)   # past the visibility timeout: only the heartbeat keeps them hidden
+    assert moto_endpoint.client.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", []) == []
+    assert consumer.stats.deleted == 0, "nothing deleted before its confirmation"
+    confirmed.set()
+    wait_until(lambda: consumer.stats.deleted == 2, 10, "both deleted once confirmed")
+    assert moto_endpoint.depth(queue) == 0
+
+
+def test_a_confirmation_that_fails_leaves_its_batch_for_redelivery(moto_endpoint, consumers):
+    queue = moto_endpoint.create_queue()
+    moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="unconfirmed")
+    calls, events = [], []
+
+    def publish(results):
+        calls.append(results)
+
+        def confirmation():
+            if len(calls) == 1:
+                raise TimeoutError("no browser confirmed")
+        return confirmation
+
+    consumer = make_consumer(moto_endpoint, queue, lambda m: m.receive_count, publish=publish,
+                             failure_visibility_timeout=1,
+                             on_event=lambda name, details: events.append((name, details)))
+    consumers.append(consumer)
+    consumer.start()
+    wait_until(lambda: consumer.stats.deleted == 1, 20, "the delete after the second delivery")
+    assert calls == [[1], [2]], "delivered again, marked as a second receive"
+    assert [d["error"] for name, d in events if name == "failed"] == ["TimeoutError: no browser confirmed"]
+    assert consumer.stats.failed == 1
+
+
+def test_stop_waits_for_the_batch_being_confirmed(moto_endpoint):
+    queue = moto_endpoint.create_queue()
+    moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="confirming")
+    published = threading.Event()
+
+    def publish(results):
+        published.set()
+        return lambda: time.sleep(1.5)
+
+    consumer = make_consumer(moto_endpoint, queue, lambda m: m.body, publish=publish)
+    consumer.start()
+    assert published.wait(10)
+    assert consumer.stop(timeout=10) is True
+    assert consumer.stats.deleted == 1 and consumer.stats.state == "stopped"
+    assert moto_endpoint.depth(queue) == 0
+
+
 def test_heartbeat_keeps_a_slow_message_invisible(moto_endpoint, consumers):
     queue = moto_endpoint.create_queue()
     moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="slow")
