@@ -401,8 +401,12 @@ class Browsers:
             done.wait(self.timeout)
             with self._lock:
                 self._waits.remove(wait)
-                self._lagging |= waiting
-                late = len(waiting)
+                # A browser that left between the send and its `disconnect` event is not lagging, gone.
+                gone = {sid for sid in waiting if not self.socketio.server.manager.is_connected(sid, "/")}
+                for sid in gone:
+                    self._owed.pop(sid, None)
+                self._lagging |= waiting - gone
+                late = len(waiting - gone)
             if late:
                 log.info("%d browser(s) did not confirm a batch within %.0fs; not waiting for them again "
                          "until they catch up", late, self.timeout)

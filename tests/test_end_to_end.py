@@ -295,7 +295,7 @@ def test_browsers_over_max_browsers_are_refused_and_probes_still_answer(moto_end
         assert refused.status_code == 503 and refused.json()["field"] == "MAX_BROWSERS"
         started = time.monotonic()
         assert app.get("/healthz").status_code == 200 and time.monotonic() - started < 1
-        assert app.get("/status").json()["browsers"] == {"connected": 3, "max": 3}
+        assert app.get("/status").json()["browsers"] == {"connected": 3, "max": 3, "lagging": 0}
         tabs.pop().close()
         tabs.append(wait_until(lambda: Listener(app.base_url), 10, "a place for a new tab"))
     finally:
