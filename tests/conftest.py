@@ -108,3 +108,14 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS, headless=True)
         yield chromium
         chromium.close()
+
+
+def producer_app(sqs, queue_name: str):
+    """A producer-only app (no consumer thread) on `queue_name` at `sqs`, built from settings, not
+    globals. Returns its Flask test client and the queue's URL (the app creates the queue and its DLQ)."""
+    from app import create_app
+    from settings import Settings
+
+    settings = Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": sqs.url, "QUEUE_NAME": queue_name})
+    app = create_app(settings, start_consumer=False)
+    return app.test_client(), app.extensions["sqs_app"].queue.url()

@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from app import create_app
-from settings import Settings
 from tests.bad_requests import BAD_FIFO_PAYLOADS, BAD_PAYLOADS
+from tests.conftest import producer_app
 
 
 @pytest.fixture
@@ -16,21 +15,10 @@ def api(sqs, monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
         monkeypatch.setenv(key, value)
     name = sqs.queue_name()
-    settings = Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": sqs.url, "QUEUE_NAME": name})
-    app = create_app(settings, start_consumer=False)
-    app.extensions["sqs_app"].queue.info()  # the app creates its queue (and DLQ) on first use
-    client = app.test_client()
+    client, url = producer_app(sqs, name)
     client.sqs, client.queue_name = sqs, name
-    client.queue_url = lambda: sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    client.queue_url = lambda: url
     return client
-
-
-def _producer_client(sqs, fifo: bool):
-    name = sqs.queue_name("api", fifo=fifo)
-    settings = Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": sqs.url, "QUEUE_NAME": name})
-    app = create_app(settings, start_consumer=False)
-    queue_url = app.extensions["sqs_app"].queue.url()   # created (with its DLQ) here
-    return app.test_client(), queue_url
 
 
 @pytest.fixture(scope="module", params=["moto", "localstack"])
@@ -40,7 +28,8 @@ def producers(request):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_ACCESS_KEY_ID", "test")
         env.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        yield sqs, {"standard": _producer_client(sqs, fifo=False), "fifo": _producer_client(sqs, fifo=True)}
+        yield sqs, {"standard": producer_app(sqs, sqs.queue_name("api")),
+                     "fifo": producer_app(sqs, sqs.queue_name("api", fifo=True))}
 
 
 JSON = {"Content-Type": "application/json"}

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import create_app
-from settings import Settings
+from tests.conftest import producer_app
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**40, 10**40), st.floats(allow_nan=False),
                     st.text(max_size=30))
@@ -51,10 +50,8 @@ def fuzz_api(request):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_ACCESS_KEY_ID", "test")
         env.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        app = create_app(Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": sqs.url,
-                                            "QUEUE_NAME": sqs.queue_name("fuzz")}), start_consumer=False)
-        queue_url = app.extensions["sqs_app"].queue.url()
-        yield app.test_client(), sqs, queue_url
+        client, queue_url = producer_app(sqs, sqs.queue_name("fuzz"))
+        yield client, sqs, queue_url
 
 
 OUTCOMES: dict[str, dict[str, int]] = {}   # per SQS server: how many were accepted and refused
