@@ -194,6 +194,7 @@ class SqsConsumer:
         # Batches published and waiting for their confirmation before the delete; at most one per
         # poller queued, so a slow confirmation holds back receiving instead of piling messages up.
         self._confirming: Queue = Queue(maxsize=concurrency)
+        self._confirm_loops_running = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -203,10 +204,10 @@ class SqsConsumer:
             if self._started:
                 return False
             self._started = True
-        self._loops_running = self.concurrency
+        self._loops_running = self._confirm_loops_running = self.concurrency
         for _ in range(self.concurrency):
             self._spawn(self._poll_loop)
-        self._spawn(self._confirm_loop)
+            self._spawn(self._confirm_loop)
         self._spawn(self._heartbeat_loop)
         return True
 
@@ -253,7 +254,8 @@ class SqsConsumer:
                 self._loops_running -= 1
                 last = self._loops_running == 0
             if last:
-                self._confirming.put(None)   # the confirm loop finishes what is queued, then stops
+                for _ in range(self.concurrency):   # the confirm loops finish what is queued, then stop
+                    self._confirming.put(None)
 
     def _poll_once(self, backoff: Backoff) -> None:
         self.stats.state = "polling"
@@ -334,7 +336,8 @@ class SqsConsumer:
 
     def _confirm_loop(self) -> None:
         """Deletes published batches once their confirmation came, oldest first, while the poll loops
-        go on receiving. Runs until the last poll loop has ended, then marks the consumer stopped."""
+        go on receiving (one confirm loop per poll loop). The last one to end, after the poll loops,
+        marks the consumer stopped."""
         while (item := self._confirming.get()) is not None:
             confirmation, queue_url, messages, batch_size = item
             try:
@@ -351,6 +354,10 @@ class SqsConsumer:
             finally:
                 self._release(messages)
                 self._on_event("batch_done", {"count": batch_size})
+        with self._stats_lock:
+            self._confirm_loops_running -= 1
+            if self._confirm_loops_running:
+                return
         self.stats.state = "stopped"
         self._stopped.set()
         self._on_event("stopped", {})
