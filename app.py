@@ -26,7 +26,6 @@ if os.environ.get("ASYNC_MODE", "").strip().lower() == "eventlet":
     eventlet.monkey_patch()
 
 import collections  # noqa: E402
-import contextlib  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -41,10 +40,11 @@ from typing import Callable  # noqa: E402
 from flask import Flask, jsonify, render_template, request, send_from_directory  # noqa: E402
 from flask_socketio import SocketIO  # noqa: E402
 from werkzeug.exceptions import HTTPException  # noqa: E402
+from werkzeug.wsgi import ClosingIterator  # noqa: E402
 
 from settings import Settings, SettingsError  # noqa: E402
 from sqs_consumer import ReceivedMessage, SqsConsumer  # noqa: E402
-from sqs_producer import ProduceError, SqsProducer  # noqa: E402
+from sqs_producer import JsonNumber, ProduceError, SqsProducer  # noqa: E402
 from sqs_queue import SQS_ERRORS, EmbeddedSqs, QueueBusy, SqsQueue, describe_error, make_client  # noqa: E402
 
 log = logging.getLogger("app")
@@ -98,6 +98,7 @@ class SqsApp:
         self._ready_lock = threading.Lock()
         self._ready_cache: tuple[float, int, dict] | None = None
         self._dlq_url: str | None = None
+        self.stopping = False             # SIGTERM received: /produce answers 503, /readyz 503
         self._requests_in_flight = 0
         self._requests_lock = threading.Lock()
         self._status_lock = threading.Lock()
@@ -113,7 +114,7 @@ class SqsApp:
         return {
             "id": message.message_id,
             "body": message.body,
-            "json": _parse_json(message.body),
+            "is_json": _is_json(message.body),
             "attributes": message.attributes_as_text(),
             "receive_count": message.receive_count,
             "sent_at": message.sent_timestamp_ms,
@@ -128,14 +129,14 @@ class SqsApp:
         confirmations, after which the consumer deletes the batch: a consumer killed at any moment
         has deleted only what the browsers already have. One frame per batch instead of per message
         keeps twenty tabs, or one slow one, up with a backlog."""
-        confirmed = self.browsers.send("sqs_messages", {"messages": events})
-        for event in events:
-            if len(event["body"]) > HISTORY_BODY_CHARS:
-                # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
-                event = {**event, "body": event["body"][:HISTORY_BODY_CHARS], "json": None,
-                         "body_truncated": True}
-            self.history.append(event)
-        return confirmed
+        # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
+        recent = [event if len(event["body"]) <= HISTORY_BODY_CHARS else
+                  {**event, "body": event["body"][:HISTORY_BODY_CHARS], "body_truncated": True,
+                   "body_chars": len(event["body"])} for event in events]
+        # The history grows while send() picks its recipients: a browser connecting meanwhile gets
+        # these messages in its history or live, never neither.
+        return self.browsers.send("sqs_messages", {"messages": events},
+                                  record=lambda: self.history.extend(recent))
 
     def on_consumer_event(self, name: str, details: dict) -> None:
         if name == "failed":
@@ -191,24 +192,29 @@ class SqsApp:
         return self.consumer.stop(timeout) if self.consumer else True
 
     def shutdown(self, timeout: float) -> bool:
-        """SIGTERM: stop the consumer (finishing the messages in hand), then close browser connections,
-        which would otherwise keep the server waiting for its grace period. True if all finished."""
+        """SIGTERM: refuse new /produce requests (503) and report not ready, stop the consumer
+        (finishing the messages in hand), then close browser connections, which would otherwise keep
+        the server waiting for its grace period. True if all finished."""
+        with self._requests_lock:
+            self.stopping = True
         finished = self.stop(timeout)
         server = self.socketio.server
         for sid, _ in list(server.manager.get_participants("/", None)):
             server.disconnect(sid)
         return finished
 
-    @contextlib.contextmanager
-    def request_in_flight(self):
-        """Counts /produce requests being sent, so that shutdown lets them finish."""
+    def begin_request(self) -> bool:
+        """A /produce request starts; False once the app is stopping (the request is refused)."""
         with self._requests_lock:
+            if self.stopping:
+                return False
             self._requests_in_flight += 1
-        try:
-            yield
-        finally:
-            with self._requests_lock:
-                self._requests_in_flight -= 1
+            return True
+
+    def end_request(self) -> None:
+        """Its answer is written (see _Draining)."""
+        with self._requests_lock:
+            self._requests_in_flight -= 1
 
     def wait_for_requests(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -233,6 +239,8 @@ class SqsApp:
 
     def readiness(self) -> tuple[int, dict]:
         """200 when the queue is resolved and SQS answers a quick probe; never waits on a slow lookup."""
+        if self.stopping:
+            return 503, {"status": "not ready", "reason": "shutting down"}
         cached = self._ready_cache
         if cached and time.monotonic() - cached[0] < READY_CACHE_SECONDS:
             return cached[1], cached[2]
@@ -276,10 +284,10 @@ def create_app(settings: Settings | None = None, *, start_consumer: bool = True)
     # byte lets _read_json_request tell "too large" from "exactly at the limit".
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES + 1
     socketio = SocketIO(app, async_mode=settings.async_mode,
-                        # None: same origin only. Extra origins are listed in CORS_ALLOWED_ORIGINS.
-                        cors_allowed_origins=list(settings.cors_allowed_origins) or None)
+                        cors_allowed_origins=_allowed_origins(settings.cors_allowed_origins))
     app.wsgi_app = _BrowserLimit(app.wsgi_app, socketio, settings.max_browsers)
     state = SqsApp(settings, socketio)
+    app.wsgi_app = _Draining(app.wsgi_app, state)
     app.extensions["sqs_app"] = state
     _register_routes(app, state)
     _register_socket_events(socketio, state)
@@ -336,11 +344,10 @@ def _register_routes(app: Flask, state: SqsApp) -> None:
             payload = _read_json_request()
         except ProduceError as exc:
             return jsonify(exc.to_json()), exc.status
-        with state.request_in_flight():
-            try:
-                return jsonify(state.producer.produce(payload))
-            except ProduceError as exc:
-                return jsonify(exc.to_json()), exc.status
+        try:
+            return jsonify(state.producer.produce(payload))
+        except ProduceError as exc:
+            return jsonify(exc.to_json()), exc.status
 
     @app.get("/healthz")
     def healthz():
@@ -381,12 +388,14 @@ class Browsers:
         self._lagging: set[str] = set()
         self._waits: list[tuple[set, object]] = []   # (sids still to confirm, event set when none)
 
-    def send(self, event: str, data: dict) -> Callable[[], int]:
-        """Send to every connected browser now. Returns the wait for their confirmations, which
-        returns how many of the browsers it waited for did not confirm within `timeout`."""
-        sids = [sid for sid, _ in self.socketio.server.manager.get_participants("/", None)]
+    def send(self, event: str, data: dict, record: Callable[[], None] = lambda: None) -> Callable[[], int]:
+        """Send to every connected browser now; `record()` runs while the recipients are picked (see
+        `joining`). Returns the wait for their confirmations, which returns how many of the browsers
+        it waited for did not confirm within `timeout`."""
         done = self.socketio.server.eio.create_event()
         with self._lock:
+            sids = [sid for sid, _ in self.socketio.server.manager.get_participants("/", None)]
+            record()
             waiting = {sid for sid in sids if sid not in self._lagging}
             for sid in sids:
                 self._owed[sid] = self._owed.get(sid, 0) + 1
@@ -405,14 +414,24 @@ class Browsers:
                 gone = {sid for sid in waiting if not self.socketio.server.manager.is_connected(sid, "/")}
                 for sid in gone:
                     self._owed.pop(sid, None)
-                self._lagging |= waiting - gone
-                late = len(waiting - gone)
+                late = waiting - gone
+                self._lagging |= late
+                # Other batches already sent stop waiting for a late browser too: one timeout in all.
+                for sid in late:
+                    for other in self._waits:
+                        self._release(sid, other)
             if late:
                 log.info("%d browser(s) did not confirm a batch within %.0fs; not waiting for them again "
-                         "until they catch up", late, self.timeout)
-            return late
+                         "until they catch up", len(late), self.timeout)
+            return len(late)
 
         return confirmations
+
+    def joining(self, read: Callable[[], object]):
+        """`read()` (a copy of the history) for a browser that is connecting: taken under the lock
+        `send` picks recipients under, so each batch is in what it returns or sent to the browser."""
+        with self._lock:
+            return read()
 
     def _confirmed(self, sid: str, wait: tuple[set, object], *_answer) -> None:
         with self._lock:
@@ -446,8 +465,13 @@ class Browsers:
 
 
 def _open_connections(socketio: SocketIO) -> int:
-    # Engine.IO keeps a closed socket in its table until its sweep (up to 20 s later): not counted.
-    return sum(1 for s in list(socketio.server.eio.sockets.values()) if not s.closed)
+    """Browsers holding a connection: joined to Socket.IO, or on a WebSocket (a thread each under
+    Gunicorn's threads). An Engine.IO handshake that never joins holds nothing and is not counted,
+    so a script opening handshakes cannot lock real tabs out. Closed sockets wait in Engine.IO's
+    table for its sweep (up to 20 s): not counted either."""
+    server = socketio.server
+    return sum(1 for eio_sid, s in list(server.eio.sockets.items())
+               if not s.closed and (s.upgraded or server.manager.sid_from_eio_sid(eio_sid, "/")))
 
 
 class _BrowserLimit:
@@ -472,11 +496,52 @@ class _BrowserLimit:
         return self.wsgi_app(environ, start_response)
 
 
+def _allowed_origins(extra: tuple[str, ...]):
+    """Which pages may open a Socket.IO connection: the app's own origin always (None is Engine.IO's
+    same-origin check), and those listed in CORS_ALLOWED_ORIGINS (settings.py normalises them)."""
+    if not extra:
+        return None
+
+    def allowed(origin: str, environ: dict) -> bool:
+        scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http")).split(",")[0]
+        hosts = {environ.get("HTTP_HOST", ""), environ.get("HTTP_X_FORWARDED_HOST", "").split(",")[0]}
+        own = {f"{scheme.strip()}://{host.strip()}".lower() for host in hosts if host}
+        return origin.lower() in own or origin.lower() in extra
+
+    return allowed
+
+
+class _Draining:
+    """WSGI middleware: counts /produce requests until their answer is written, so that shutdown
+    waits for exactly those; once the app is stopping, refuses new ones with 503 before reading
+    them, so a SIGTERM under load ends in seconds with every accepted request answered."""
+
+    def __init__(self, wsgi_app, state: SqsApp):
+        self.wsgi_app, self.state = wsgi_app, state
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/produce":
+            return self.wsgi_app(environ, start_response)
+        if not self.state.begin_request():
+            body = json.dumps({"error": "this instance is shutting down: nothing was sent; retry (another "
+                                        "instance, or this one once restarted)", "field": None}).encode()
+            start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Retry-After", "1"), ("Connection", "close")])
+            return [body]
+        try:
+            return ClosingIterator(self.wsgi_app(environ, start_response), [self.state.end_request])
+        except BaseException:
+            self.state.end_request()
+            raise
+
+
 def _register_socket_events(socketio: SocketIO, state: SqsApp) -> None:
     @socketio.on("connect")
     def on_connect(auth=None):
         # Late joiners see what they missed, up to HISTORY_SIZE messages, oldest first.
-        socketio.emit("sqs_history", {"messages": list(state.history)}, to=request.sid)
+        history = state.browsers.joining(lambda: list(state.history))
+        socketio.emit("sqs_history", {"messages": history}, to=request.sid)
         socketio.emit("consumer_status", state.consumer_status(), to=request.sid)
 
     @socketio.on("disconnect")
@@ -501,11 +566,11 @@ def _read_json_request():
     if len(data) > MAX_REQUEST_BYTES:
         raise ProduceError(413, f"the request body is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB", "body")
     try:
-        return strict_json(data.decode("utf-8"), reject_duplicates=True)
+        return strict_json(data.decode("utf-8"), request_body=True)
     except UnicodeDecodeError:
         raise ProduceError(400, "the request body is not valid UTF-8", "body") from None
     except DuplicateKey as exc:
-        raise ProduceError(400, f"duplicate key {exc.key!r} in the JSON body", exc.key) from None
+        raise ProduceError(400, f"duplicate key {exc.key!r} in the JSON body", exc.path) from None
     except RecursionError:
         raise ProduceError(400, "the JSON body is nested too deeply", "body") from None
     except ValueError as exc:
@@ -513,31 +578,75 @@ def _read_json_request():
 
 
 class DuplicateKey(ValueError):
-    def __init__(self, key: str):
+    def __init__(self, key: str, path: str):
         super().__init__(key)
-        self.key = key
+        self.key, self.path = key, path
 
 
-def _no_duplicates(pairs):
-    result = {}
+class _Object(dict):
+    """A parsed JSON object that remembers the first key it had twice (`duplicate`)."""
+
+    duplicate: str | None = None
+
+
+def _keep_duplicates(pairs):
+    result = _Object()
     for key, value in pairs:
-        if key in result:
-            raise DuplicateKey(key)
+        if key in result and result.duplicate is None:
+            result.duplicate = key
         result[key] = value
     return result
+
+
+def _first_duplicate(value, path: str = "") -> DuplicateKey | None:
+    """The first key given twice, with its dotted path (`attributes.size`), so the error names it."""
+    if isinstance(value, _Object):
+        if value.duplicate is not None:
+            return DuplicateKey(value.duplicate, path + value.duplicate)
+        children = value.items()
+    elif isinstance(value, list):
+        children = ((str(i), item) for i, item in enumerate(value))
+    else:
+        return None
+    for key, child in children:
+        found = _first_duplicate(child, f"{path}{key}.")
+        if found:
+            return found
+    return None
+
+
+MAX_NUMBER_DIGITS = 1000   # far more than SQS takes (38 significant digits)
+
+
+def _whole_number(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits; at most {MAX_NUMBER_DIGITS}")
+    return int(text)
 
 
 def _no_constants(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def strict_json(text: str, reject_duplicates: bool = False):
+def strict_json(text: str, request_body: bool = False):
     """Parse standard JSON only: NaN, Infinity and numbers too large for a double are refused,
-    since browsers cannot parse them back (one such value would break every page's live view)."""
-    value = json.loads(text, parse_constant=_no_constants,
-                       object_pairs_hook=_no_duplicates if reject_duplicates else None)
+    since browsers cannot parse them back (one such value would break every page's live view).
+    A request body also refuses keys given twice, and keeps each fraction exactly as written
+    (`JsonNumber`), so a Number attribute sent as 1e2 reaches SQS as 1e2."""
+    value = json.loads(text, parse_constant=_no_constants, parse_int=_whole_number,
+                       **({"object_pairs_hook": _keep_duplicates, "parse_float": _json_number} if request_body
+                          else {}))
     json.dumps(value, allow_nan=False)   # 1e400 parses to inf: refuse it here
+    duplicate = _first_duplicate(value) if request_body else None
+    if duplicate:
+        raise duplicate
     return value
+
+
+def _json_number(text: str) -> JsonNumber:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"a number of {len(text)} characters; at most {MAX_NUMBER_DIGITS}")
+    return JsonNumber(text)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -555,12 +664,13 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
-def _parse_json(body: str):
-    """The body's JSON value for the page, or None when it is not (standard) JSON."""
+def _is_json(body: str) -> bool:
+    """Whether the body is standard JSON (the page tags it; the body itself is sent as it is)."""
     try:
-        return strict_json(body)
+        strict_json(body)
+        return True
     except (ValueError, RecursionError):
-        return None
+        return False
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
@@ -593,14 +703,26 @@ def main() -> int:
 
     stopping = []
 
-    grace = settings.wait_time_seconds + settings.visibility_timeout
+    if settings.backend == "embedded":
+        # The embedded queue ends with this process: nothing is left to redeliver, so waiting out the
+        # long poll (up to 20 s) after Ctrl-C would only be waiting.
+        grace, what = 2, "the messages in hand (the embedded queue ends with this process)"
+    else:
+        grace, what = settings.wait_time_seconds + settings.visibility_timeout, \
+            "the long poll in flight and the messages in hand"
+    what = f"{what} and open /produce requests" if state.consumer else "open /produce requests"
+    # A /produce request is bounded by its SQS client: two tries of at most 2 + 5 s.
+    request_grace = 20
 
     def finish_and_exit():
-        finished = state.shutdown(timeout=grace)
-        finished = state.wait_for_requests(timeout=grace) and finished
-        if not finished:
-            log.warning("work still in hand at exit; SQS will redeliver what was not deleted")
-        log.info("stopped cleanly")
+        consumer_finished = state.shutdown(timeout=grace)
+        requests_finished = state.wait_for_requests(timeout=request_grace)
+        if not consumer_finished:
+            log.warning("messages still in hand at exit; SQS will redeliver what was not deleted")
+        if not requests_finished:
+            log.warning("a /produce request was still open at exit: its client gets no answer, and may "
+                        "have sent some of its messages")
+        log.info("stopped cleanly" if consumer_finished and requests_finished else "stopped")
         logging.shutdown()
         # The dev server has no clean stop from another thread or greenlet; everything is finished.
         os._exit(0)
@@ -610,16 +732,16 @@ def main() -> int:
             log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
             os._exit(1)
         stopping.append(signum)
-        what = ("the long poll in flight, the messages in hand and open /produce requests" if state.consumer
-                else "open /produce requests")
-        log.info("%s received: finishing %s (at most %ds; Ctrl-C again to quit now)",
-                 signal.Signals(signum).name, what, grace)
+        log.info("%s received: refusing new /produce requests, finishing %s (at most %ds; Ctrl-C again "
+                 "to quit now)", signal.Signals(signum).name, what, max(grace, request_grace) if state.producer
+                 else grace)
         # Not in the handler itself: under eventlet it runs in the hub, which must keep running.
         socketio.start_background_task(finish_and_exit)
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
-    log.info("serving on http://%s:%d", settings.host, settings.port)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("serving on http://%s:%d", host, settings.port)
     # Never debug=True: the reloader would start a second, hidden consumer.
     socketio.run(app, host=settings.host, port=settings.port, debug=False, use_reloader=False,
                  log_output=False, allow_unsafe_werkzeug=True)

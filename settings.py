@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -68,23 +69,24 @@ class Settings:
         if backend == "endpoint" and not endpoint_url:
             raise SettingsError("SQS_BACKEND=endpoint needs AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_SQS "
                                 "(for example http://localhost:4566)")
-        if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
-            raise SettingsError(f"AWS_ENDPOINT_URL(_SQS) must start with http:// or https://, "
-                                f"got {endpoint_url!r}")
+        if endpoint_url:
+            _check_url("AWS_ENDPOINT_URL_SQS" if env.text("AWS_ENDPOINT_URL_SQS") else "AWS_ENDPOINT_URL",
+                       endpoint_url, "http://localhost:4566")
         if backend == "embedded":
             endpoint_url = None  # the embedded server picks its own port
 
         queue_url = env.text("QUEUE_URL")
         queue_name = env.text("QUEUE_NAME") or "sample-queue"
-        if queue_url and not queue_url.startswith(("http://", "https://")):
-            raise SettingsError(f"QUEUE_URL must be a full https:// or http:// queue URL, got {queue_url!r}")
+        if queue_url:
+            _check_url("QUEUE_URL", queue_url, "https://sqs.us-east-1.amazonaws.com/123456789012/orders")
         if queue_url and backend == "embedded":
             raise SettingsError("QUEUE_URL needs AWS_ENDPOINT_URL (or SQS_BACKEND=aws): the embedded endpoint "
                                 "makes its own queue from QUEUE_NAME")
         region = env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION") or "us-east-1"
         _check_region(region, backend)
+        create_queue = env.boolean("CREATE_QUEUE", default=backend != "aws")
         if not queue_url:
-            _check_queue_name(queue_name)
+            _check_queue_name(queue_name, with_dead_letter_queue=create_queue)
 
         return cls(
             app_mode=env.choice("APP_MODE", APP_MODES, default="all"),
@@ -98,7 +100,7 @@ class Settings:
             queue_url=queue_url,
             # Creating queues is expected on the embedded endpoint and LocalStack; on AWS it
             # must be asked for, since it costs money and needs IAM rights.
-            create_queue=env.boolean("CREATE_QUEUE", default=backend != "aws"),
+            create_queue=create_queue,
             max_receive_count=env.integer("MAX_RECEIVE_COUNT", 5, 1, 1000),
             wait_time_seconds=env.integer("WAIT_TIME_SECONDS", 20, 0, 20),
             visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 30, 1, 43200),
@@ -108,8 +110,7 @@ class Settings:
             history_size=env.integer("HISTORY_SIZE", 50, 0, 200),
             max_browsers=env.integer("MAX_BROWSERS", 40, 1, 1000),
             consumer_name=env.text("CONSUMER_NAME") or env.text("POD_NAME") or socket.gethostname(),
-            cors_allowed_origins=tuple(o.strip() for o in (env.text("CORS_ALLOWED_ORIGINS") or "").split(",")
-                                       if o.strip()),
+            cors_allowed_origins=_origins(env.text("CORS_ALLOWED_ORIGINS")),
             log_level=env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
                                  transform=str.upper),
         )
@@ -128,12 +129,46 @@ def _check_region(region: str, backend: str) -> None:
                                 f"{', '.join(sorted(known)[:6])}, ...")
 
 
-def _check_queue_name(name: str) -> None:
+def _check_queue_name(name: str, with_dead_letter_queue: bool) -> None:
     base = name[:-5] if name.endswith(".fifo") else name
     if not (1 <= len(name) <= 80) or not base or not all(c.isascii() and (c.isalnum() or c in "-_")
                                                          for c in base):
         raise SettingsError(f"QUEUE_NAME must be 1-80 letters, digits, '-' or '_' (FIFO names end in "
                             f"'.fifo'), got {name!r}")
+    # The app creates `<name>-dlq` (`<name>-dlq.fifo`) beside it, and SQS names stop at 80 characters.
+    if with_dead_letter_queue and len(name) > 76:
+        raise SettingsError(f"QUEUE_NAME is {len(name)} characters; with CREATE_QUEUE the app also creates its "
+                            f"dead-letter queue '<name>-dlq', so at most 76 (or set CREATE_QUEUE=false)")
+
+
+def _check_url(variable: str, url: str, example: str) -> None:
+    """A URL botocore can use: http(s), a host name or address, an optional numeric port."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"{variable} is not a valid URL ({exc}): {url!r}; for example {example}") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not re.fullmatch(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+", host) \
+            or any(c.isspace() for c in url) or (port is not None and not 1 <= port <= 65535):
+        raise SettingsError(f"{variable} must be an http:// or https:// URL with a host name and an optional "
+                            f"port, for example {example}; got {url!r}")
+
+
+def _origins(raw: str | None) -> tuple[str, ...]:
+    """CORS_ALLOWED_ORIGINS: comma-separated origins (scheme://host[:port]), normalised as browsers send
+    them: lower case, no trailing slash. The app's own origin is always allowed besides these."""
+    origins = []
+    for item in (raw or "").split(","):
+        origin = item.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if not re.fullmatch(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:\d{1,5})?", origin):
+            raise SettingsError(f"CORS_ALLOWED_ORIGINS must list origins like https://example.com:8443 (scheme, "
+                                f"host and port only, comma-separated; '*' is not accepted: any site could "
+                                f"read the live messages); got {item.strip()!r}")
+        origins.append(origin)
+    return tuple(origins)
 
 
 class _Env:
@@ -160,6 +195,8 @@ class _Env:
         if raw is None:
             return default
         try:
+            if not re.fullmatch(r"[+-]?[0-9]+", raw):   # int() also takes "1_000" and other scripts' digits
+                raise ValueError(raw)
             value = int(raw)
         except ValueError:
             raise SettingsError(f"{name} must be a whole number from {low} to {high}; got {raw!r}") from None

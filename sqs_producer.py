@@ -58,6 +58,16 @@ def invalid(field: str, message: str, status: int = 400) -> ProduceError:
     return ProduceError(status, message, field)
 
 
+class JsonNumber(float):
+    """A JSON fraction that keeps its text: a Number attribute sent as 1e2 or 0.1000000000000000000001
+    must reach SQS as written, not as Python's float of it ("100.0", "0.1")."""
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 @dataclass(frozen=True)
 class ProduceRequest:
     """A validated request, in boto3's terms."""
@@ -243,6 +253,8 @@ def _parse_attributes(raw: Any) -> dict[str, dict]:
 
 def _parse_attribute(name: str, value: Any) -> dict:
     field = f"attributes.{name}"
+    if name == "":
+        raise invalid(field, "an attribute name is empty; names are 1-256 characters")
     lowered = name.lower()
     if (not _ATTRIBUTE_NAME.fullmatch(name) or ".." in name or name.startswith(".") or name.endswith(".")
             or lowered.startswith("aws.") or lowered.startswith("amazon.")):
@@ -251,7 +263,7 @@ def _parse_attribute(name: str, value: Any) -> dict:
     if isinstance(value, str):
         value = {"DataType": "String", "StringValue": value}
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = {"DataType": "Number", "StringValue": repr(value)}
+        value = {"DataType": "Number", "StringValue": getattr(value, "text", None) or repr(value)}
     if not isinstance(value, dict):
         raise invalid(field, 'an attribute value is a string, a number, or {"DataType": ..., '
                              '"StringValue" or "BinaryValue": ...}')

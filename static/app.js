@@ -133,11 +133,11 @@ function renderMessage(item) {
   const m = item.message;
   li.dataset.id = m.id;
   // The body exactly as received: re-serialising parsed JSON would change numbers and keys.
-  let body = m.body;
-  if (body.length > BODY_CHARS) body = body.slice(0, BODY_CHARS) + ` … (${m.body.length - BODY_CHARS} more characters)`;
-  else if (m.body_truncated) body += " … (shortened in history)";
+  // A history copy of a long body is shortened on the server; body_chars is the whole length.
+  const length = m.body_truncated ? m.body_chars : m.body.length;
+  const body = length > BODY_CHARS ? m.body.slice(0, BODY_CHARS) + ` … (${length - BODY_CHARS} more characters)` : m.body;
   li.appendChild(el("pre", "body", body));
-  if (m.json !== null) li.firstChild.appendChild(el("span", "tag", "JSON"));
+  if (m.is_json) li.firstChild.appendChild(el("span", "tag", "JSON"));
   const names = Object.keys(m.attributes || {});
   if (names.length) {
     const attrs = el("div", "attrs");

@@ -58,8 +58,10 @@ MALFORMED_REQUESTS = [
     _request("standard", "[1, 2]", 400, "body", id="an array"),
     _request("standard", "42", 400, "body", id="a number"),
     _request("standard", '{"message": "a", "message": "b"}', 400, "message", id="duplicate key"),
-    _request("standard", '{"message": "a", "attributes": {"user": "me", "user": "you"}}', 400, "user",
+    _request("standard", '{"message": "a", "attributes": {"user": "me", "user": "you"}}', 400, "attributes.user",
              id="duplicate attribute"),
+    _request("standard", '{"message": "a", "attributes": {"n": {"DataType": "Number", "DataType": "String"}}}', 400,
+             "attributes.n.DataType", id="duplicate key inside an attribute"),
     _request("standard", '{"message": "a", "count": NaN}', 400, "body", id="NaN"),
     _request("standard", '{"message": "a", "count": Infinity}', 400, "body", id="Infinity"),
     _request("standard", '{"message": "a", "count": 1e400}', 400, "body", id="1e400"),
@@ -121,6 +123,27 @@ def test_a_malformed_request_gets_4xx_json_naming_the_field_and_sends_nothing(pr
     answer = response.get_json()
     assert answer["field"] == field and answer["error"]
     assert sqs.drain(queue_url, wait=0) == [], "a refused request sent something"
+
+
+def test_a_5000_digit_number_is_refused_in_plain_words(api):
+    response = api.post("/produce", data='{"message": "a", "count": ' + "9" * 5000 + "}", content_type="application/json")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert "5000 digits" in error and "set_int_max_str_digits" not in error
+
+
+def test_number_attributes_given_as_json_numbers_reach_sqs_as_written(api):
+    """JSON numbers are not read as Python floats: 1e2 stays "1e2", not "100.0", and 38 significant
+    digits are not rounded to 17."""
+    written = ["1e2", "-0.5", "12345678901234567890.123456789012345678", "7", "1.50", "-2E-3"]
+    attributes = ", ".join(f'"n{i}": {text}' for i, text in enumerate(written))
+    response = api.post("/produce", data='{"message": "m", "attributes": {%s}}' % attributes,
+                        content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+    [message] = api.sqs.drain(api.queue_url())
+    assert {name: a["StringValue"] for name, a in message["MessageAttributes"].items()} == \
+        {f"n{i}": text for i, text in enumerate(written)}
+    assert {a["DataType"] for a in message["MessageAttributes"].values()} == {"Number"}
 
 
 def test_a_burst_is_sent_in_order_with_its_attributes(api):
