@@ -4,6 +4,7 @@ clients: a message goes from POST /produce through the queue to a browser-side e
 import base64
 import json
 import subprocess
+import signal
 import sys
 import time
 
@@ -59,7 +60,7 @@ def test_separate_producer_and_consumer_processes(localstack_endpoint, start_app
 
 @pytest.mark.parametrize("async_mode", ASYNC_MODES)
 def test_embedded_default_needs_no_configuration(start_app, listen, async_mode):
-    app = start_app(ASYNC_MODE=async_mode)
+    app = start_app(ASYNC_MODE=async_mode, WAIT_TIME_SECONDS=20)   # the default long poll
     status = app.get("/status").json()
     assert status["queue"]["backend"] == "embedded"
     assert status["queue"]["endpoint"].startswith("http://127.0.0.1:")
@@ -67,7 +68,13 @@ def test_embedded_default_needs_no_configuration(start_app, listen, async_mode):
     ids = app.post("/produce", json={"message": "hello from a fresh machine", "count": 3}).json()["message_ids"]
     assert [e["id"] for e in listener.wait_messages(3)] and len(ids) == 3
     assert "backend=embedded" in app.logs() and "queue resolved: http://127.0.0.1:" in app.logs()
-    assert app.stop() == 0
+    # Ctrl-C: the embedded queue ends with the process, so there is no long poll to wait out.
+    time.sleep(1)   # the consumer is inside a 20 s long poll
+    started = time.monotonic()
+    app.proc.send_signal(signal.SIGINT)
+    assert app.proc.wait(20) == 0
+    assert time.monotonic() - started < 5
+    assert "stopped cleanly" in app.logs() and "WARNING" not in app.logs()
 
 
 def test_late_browsers_get_recent_history(moto_endpoint, start_app, listen):
@@ -162,6 +169,10 @@ def test_sqs_down_is_reported_and_recovered_without_restart(start_app, listen):
     ({"PORT": "abc"}, "PORT"),
     ({"WAIT_TIME_SECONDS": "30"}, "WAIT_TIME_SECONDS"),
     ({"ASYNC_MODE": "gevent"}, "ASYNC_MODE"),
+    ({"AWS_ENDPOINT_URL": "http://[::1"}, "AWS_ENDPOINT_URL"),
+    ({"AWS_ENDPOINT_URL": "http://local host:4566"}, "AWS_ENDPOINT_URL"),
+    ({"QUEUE_NAME": "q" * 78}, "QUEUE_NAME"),
+    ({"CORS_ALLOWED_ORIGINS": "*"}, "CORS_ALLOWED_ORIGINS"),
 ])
 def test_bad_configuration_stops_at_start_with_one_line(env, variable):
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env},
@@ -256,6 +267,52 @@ def test_sigterm_during_a_burst_lets_the_request_finish(moto_endpoint, start_app
     assert answers and answers[0].status_code == 200 and answers[0].json()["sent"] == 1000
 
 
+@pytest.mark.parametrize("command", ["app.py", "gunicorn"])
+def test_sigterm_under_continuous_load_answers_every_accepted_request_and_exits_promptly(moto_endpoint, start_app,
+                                                                                        command):
+    """Eight clients post without pause; SIGTERM. New requests get a 503 naming the shutdown, the ones
+    already accepted are answered, the process exits 0 in seconds, and the queue holds exactly what
+    was answered 200: nothing sent without its client being told."""
+    import threading
+
+    from tests.servers import GUNICORN
+
+    run = {"command": GUNICORN} if command == "gunicorn" else {}
+    app = start_app(**run, **endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="producer"))
+    url = app.wait_ready().get("/readyz").json()["queue_url"]
+    sent, refusals, stop = [], [], threading.Event()
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                response = session.post(app.base_url + "/produce", json={"message": "load", "count": 10}, timeout=30)
+            except requests.ConnectionError:
+                session = requests.Session()   # refused or closed before an answer: try again
+                if app.proc.poll() is not None:
+                    return
+                continue
+            if response.status_code == 200:
+                sent.append(response.json()["sent"])
+            else:
+                refusals.append((response.status_code, response.json()))
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    for thread in clients:
+        thread.start()
+    wait_until(lambda: len(sent) >= 20, 20, "requests answered under load")
+    started = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    code = app.proc.wait(30)
+    elapsed = time.monotonic() - started
+    stop.set()
+    for thread in clients:
+        thread.join(30)
+    assert code == 0 and elapsed < 10, (code, elapsed)
+    assert all(status == 503 and "shutting down" in body["error"] for status, body in refusals), refusals[:3]
+    assert moto_endpoint.depth(url) == sum(sent), "the queue holds exactly what the clients were told was sent"
+
+
 def test_counters_reach_browsers_throttled_and_the_last_one_always(moto_endpoint, start_app, listen):
     """One consumer_status per batch would be half of every browser's frames under a backlog: they are
     sent at most every STATUS_INTERVAL, and the last one (all deleted) always arrives."""
@@ -299,6 +356,25 @@ def test_browsers_over_max_browsers_are_refused_and_probes_still_answer(moto_end
         assert app.get("/status").json()["browsers"] == {"connected": 3, "max": 3, "lagging": 0}
         tabs.pop().close()
         tabs.append(wait_until(lambda: Listener(app.base_url), 10, "a place for a new tab"))
+    finally:
+        for tab in tabs:
+            tab.close()
+
+
+def test_handshakes_that_never_join_do_not_lock_real_tabs_out(moto_endpoint, start_app):
+    """A script opening Engine.IO handshakes and never joining Socket.IO holds no thread: it must not
+    take the places MAX_BROWSERS keeps for real tabs."""
+    from tests.servers import Listener
+
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="consumer", MAX_BROWSERS=2))
+    for _ in range(10):
+        handshake = requests.get(app.base_url + "/socket.io/?EIO=4&transport=polling", timeout=5)
+        assert handshake.status_code == 200 and '"sid"' in handshake.text
+    tabs = [Listener(app.base_url), Listener(app.base_url)]
+    try:
+        assert app.get("/status").json()["browsers"]["connected"] == 2
+        refused = requests.get(app.base_url + "/socket.io/?EIO=4&transport=polling", timeout=5)
+        assert refused.status_code == 503, "the cap still holds for tabs that did join"
     finally:
         for tab in tabs:
             tab.close()

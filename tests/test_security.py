@@ -37,11 +37,14 @@ def test_socketio_accepts_only_the_apps_own_origin_by_default(moto_endpoint, sta
     assert _handshake(app.base_url, "http://evil.example") == 400
 
 
-def test_extra_socketio_origins_are_configurable(moto_endpoint, start_app):
+def test_extra_socketio_origins_are_configurable_and_add_to_the_apps_own(moto_endpoint, start_app):
     app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(),
-                                   CORS_ALLOWED_ORIGINS="http://dashboard.local:8080"))
+                                   CORS_ALLOWED_ORIGINS="http://Dashboard.local:8080/ , https://ops.example"))
     assert _handshake(app.base_url, "http://dashboard.local:8080") == 200
+    assert _handshake(app.base_url, "https://ops.example") == 200
+    assert _handshake(app.base_url, app.base_url) == 200, "listing others must not lock the app's own page out"
     assert _handshake(app.base_url, "http://evil.example") == 400
+    assert _handshake(app.base_url, "http://dashboard.local:8081") == 400
 
 
 @pytest.mark.parametrize("content_type, data", [

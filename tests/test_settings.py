@@ -84,10 +84,30 @@ def test_consumer_name_prefers_explicit_then_pod_name():
     ({"QUEUE_URL": "http://127.0.0.1:1/000000000000/x"}, "QUEUE_URL"),   # embedded cannot have it
     ({"HISTORY_SIZE": "201"}, "HISTORY_SIZE"),
     ({"POLLERS": "0"}, "POLLERS"),
+    ({"AWS_ENDPOINT_URL": "http://"}, "AWS_ENDPOINT_URL"),
+    ({"AWS_ENDPOINT_URL": "http://local host:4566"}, "AWS_ENDPOINT_URL"),
+    ({"AWS_ENDPOINT_URL": "http://[::1"}, "AWS_ENDPOINT_URL"),
+    ({"AWS_ENDPOINT_URL_SQS": "http://localhost:99999"}, "AWS_ENDPOINT_URL_SQS"),
+    ({"AWS_ENDPOINT_URL": "http://h:1", "QUEUE_URL": "https://sqs.example/1 2/q"}, "QUEUE_URL"),
+    ({"QUEUE_NAME": "q" * 77}, "QUEUE_NAME"),                    # its "-dlq" would be over 80
+    ({"QUEUE_NAME": "q" * 73 + ".fifo"}, "QUEUE_NAME"),
+    ({"PORT": "1_000"}, "PORT"),
+    ({"PORT": "\uff15\uff10\uff10\uff10"}, "PORT"),              # full-width digits
+    ({"CORS_ALLOWED_ORIGINS": "*"}, "CORS_ALLOWED_ORIGINS"),
+    ({"CORS_ALLOWED_ORIGINS": "https://ok.example, https://x.example/path"}, "CORS_ALLOWED_ORIGINS"),
+    ({"CORS_ALLOWED_ORIGINS": "ok.example"}, "CORS_ALLOWED_ORIGINS"),
 ])
 def test_more_bad_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError, match=variable.split("/")[0]):
         Settings.from_env(env)
+
+
+def test_edge_values_that_are_fine():
+    assert Settings.from_env({"QUEUE_NAME": "q" * 76}).queue_name == "q" * 76
+    assert Settings.from_env({"QUEUE_NAME": "q" * 80, "CREATE_QUEUE": "false"}).queue_name == "q" * 80
+    assert Settings.from_env({"AWS_ENDPOINT_URL": "http://[::1]:4566"}).endpoint_url == "http://[::1]:4566"
+    assert Settings.from_env({"CORS_ALLOWED_ORIGINS": "HTTP://A.example:8080/"}).cors_allowed_origins == \
+        ("http://a.example:8080",)
 
 
 def test_unknown_regions_are_fine_on_an_endpoint():
