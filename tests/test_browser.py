@@ -188,3 +188,21 @@ def test_a_tab_over_max_browsers_says_why_it_is_not_connected(moto_endpoint, sta
                15, "the reason on the second tab")
     first.close()
     second.wait_for_selector("#connection.badge.on", timeout=30000)   # it gets the place once freed
+
+
+def test_long_bodies_say_how_much_is_not_shown_live_and_in_history(moto_endpoint, start_app, browser):
+    """A 15,000-character body: the live row and the history row (whose copy the server shortened
+    to 10,000) both say exactly how many characters are not shown, and the JSON tag is right."""
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name()))
+    live = new_page(browser)
+    live.goto(app.base_url)
+    wait_connected(live)
+    body = '["' + "x" * 14_996 + '"]'
+    assert app.post("/produce", json={"message": body}).status_code == 200
+    row = live.wait_for_selector("#messages li", timeout=15000)
+    assert "(13000 more characters)" in row.text_content() and "JSON" in row.text_content()
+    late = new_page(browser)
+    late.goto(app.base_url)
+    history_row = late.wait_for_selector("#messages li", timeout=15000)
+    assert "(13000 more characters)" in history_row.text_content()
+    assert live.errors == [] and late.errors == []

@@ -127,6 +127,57 @@ def test_a_tab_that_never_confirms_is_waited_for_once_then_not_again(localstack_
         hung.close()
 
 
+def test_a_hung_tab_costs_one_timeout_even_with_many_batches_in_flight(localstack_endpoint, start_app, listen):
+    """With four pollers, several batches are sent and awaiting confirmation when the hung tab misses
+    its first deadline: all of them stop waiting for it then, not one timeout after another."""
+    from app import CONFIRM_TIMEOUT
+
+    sqs = localstack_endpoint
+    name = sqs.queue_name("hung-many")
+    app = start_app(**endpoint_env(sqs, name, APP_MODE="consumer", WAIT_TIME_SECONDS=1, POLLERS=4)).wait_ready()
+    url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    hung = LeanClient(app.base_url, confirm=False)
+    client = listen(app.base_url)
+    try:
+        ids = prefill(sqs, url, 400)
+        started = time.monotonic()
+        wait_until(lambda: sqs.depth(url) == 0, 60, "all deleted")
+        elapsed = time.monotonic() - started
+        assert elapsed < CONFIRM_TIMEOUT * 1.8, f"{elapsed:.1f}s: the hung tab was waited for more than once"
+        wait_until(lambda: set(ids) <= {m["id"] for m in client.messages()}, 10, "all at the confirming client")
+        assert set(ids) <= set(hung.ids), "the hung tab still got every batch"
+    finally:
+        hung.close()
+
+
+def test_a_tab_joining_mid_burst_misses_nothing(localstack_endpoint, start_app, listen):
+    """Tabs that connect while a backlog drains: each gets, in its history or live, every message from
+    some point on, with no gap (a batch sent while it joined is in one or the other)."""
+    sqs = localstack_endpoint
+    name = sqs.queue_name("joiners")
+    app = start_app(**endpoint_env(sqs, name, APP_MODE="consumer", WAIT_TIME_SECONDS=1, HISTORY_SIZE=20)).wait_ready()
+    url = sqs.client.get_queue_url(QueueName=name)["QueueUrl"]
+    reference = LeanClient(app.base_url)
+    joiners = []
+    try:
+        ids = prefill(sqs, url, 3000)
+        while sqs.depth(url) > 300 and len(joiners) < 30:
+            joiners.append(listen(app.base_url))
+            time.sleep(0.05)
+        wait_until(lambda: set(ids) <= set(reference.ids), 60, "all at the reference client")
+        order = reference.ids   # POLLERS=1: every client gets the batches in this order
+        for joiner in joiners:
+            wait_until(lambda: order[-1] in {m["id"] for m in joiner.messages()}, 10, "the last batch")
+            history = [m["id"] for batch in joiner.of("sqs_history") for m in batch["messages"]]
+            seen = set(history) | {m["id"] for m in joiner.messages()}
+            first = min(order.index(i) for i in seen)
+            missing = [i for i in order[first:] if i not in seen]
+            assert not missing, f"{len(missing)} messages neither in the history nor live"
+        assert len(joiners) >= 5
+    finally:
+        reference.close()
+
+
 OUTAGE_SECONDS = 30
 
 
