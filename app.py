@@ -55,6 +55,10 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 READY_CACHE_SECONDS = 1.0
 # A poll loop that has not finished a receive for this long past its wait time is stuck.
 HEALTH_GRACE_SECONDS = 45
+# Bodies go to browsers up to this many characters, flagged `body_truncated` with the whole length in
+# `body_chars` beyond it (the page shows 2,000): ten 1 MiB bodies to each of twenty tabs would be
+# 200 MB of frames per batch. Late joiners' history copies are shorter still.
+LIVE_BODY_CHARS = 64 * 1024
 HISTORY_BODY_CHARS = 10_000
 STATUS_INTERVAL = 0.25   # seconds between counter updates sent to browsers
 # How long a batch waits for the browsers' confirmations before it is deleted anyway; a browser that
@@ -111,9 +115,9 @@ class SqsApp:
         """The consumer's handler, once per message: what browsers will show. Put a breakpoint here."""
         if "simulate_failure" in message.attributes:
             raise SimulatedFailure(f"simulated failure (attempt {message.receive_count})")
-        return {
+        event = {
             "id": message.message_id,
-            "body": message.body,
+            "body": message.body[:LIVE_BODY_CHARS],
             "is_json": _is_json(message.body),
             "attributes": message.attributes_as_text(),
             "receive_count": message.receive_count,
@@ -122,6 +126,9 @@ class SqsApp:
             "group_id": message.group_id,
             "consumer": self.settings.consumer_name,
         }
+        if len(message.body) > LIVE_BODY_CHARS:
+            event.update(body_truncated=True, body_chars=len(message.body))
+        return event
 
     def deliver_to_browsers(self, events: list[dict]):
         """The consumer's publish step: one `sqs_messages` event per received batch (1-10 messages)
@@ -132,7 +139,7 @@ class SqsApp:
         # Late joiners get a shortened copy: fifty 1 MiB bodies would make a page load take seconds.
         recent = [event if len(event["body"]) <= HISTORY_BODY_CHARS else
                   {**event, "body": event["body"][:HISTORY_BODY_CHARS], "body_truncated": True,
-                   "body_chars": len(event["body"])} for event in events]
+                   "body_chars": event.get("body_chars", len(event["body"]))} for event in events]
         # The history grows while send() picks its recipients: a browser connecting meanwhile gets
         # these messages in its history or live, never neither.
         return self.browsers.send("sqs_messages", {"messages": events},

@@ -4,7 +4,7 @@
 
 const MAX_ROWS = 200;        // rows kept in each list; older ones are dropped
 const BURST_CHUNK = 100;     // a burst is sent in requests of this many, to show progress
-const BODY_CHARS = 2000;     // longer bodies are shortened on screen (the event has them whole)
+const BODY_CHARS = 2000;     // longer bodies are shortened on screen
 
 const $ = (id) => document.getElementById(id);
 
@@ -133,7 +133,7 @@ function renderMessage(item) {
   const m = item.message;
   li.dataset.id = m.id;
   // The body exactly as received: re-serialising parsed JSON would change numbers and keys.
-  // A history copy of a long body is shortened on the server; body_chars is the whole length.
+  // The server shortens long bodies (more so in history); body_chars is then the whole length.
   const length = m.body_truncated ? m.body_chars : m.body.length;
   const body = length > BODY_CHARS ? m.body.slice(0, BODY_CHARS) + ` … (${length - BODY_CHARS} more characters)` : m.body;
   li.appendChild(el("pre", "body", body));

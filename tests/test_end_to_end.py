@@ -220,6 +220,24 @@ def test_a_body_with_nan_shows_as_text_and_does_not_break_later_pages(moto_endpo
     assert [m["body"] for m in history] == [e["body"] for e in events]
 
 
+def test_a_huge_body_reaches_browsers_shortened_and_flagged(moto_endpoint, start_app, listen):
+    """Browsers get a body up to LIVE_BODY_CHARS, with its whole length: ten 1 MiB bodies to each of
+    twenty tabs would be 200 MB of frames per batch (the page shows 2,000 characters)."""
+    from app import LIVE_BODY_CHARS
+
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name()))
+    listener = listen(app.base_url)
+    body = json.dumps(["x" * 1000] * 900)   # 902,701 characters of JSON
+    assert app.post("/produce", json={"message": body, "count": 3}).status_code == 200
+    events = listener.wait_messages(3)
+    for event in events:
+        assert event["body"] == body[:LIVE_BODY_CHARS] and event["body_truncated"] is True
+        assert event["body_chars"] == len(body) and event["is_json"] is True
+    small = app.post("/produce", json={"message": "short"}).json()["message_ids"]
+    [event] = [e for e in listener.wait_messages(4) if e["id"] in small]
+    assert event["body"] == "short" and "body_truncated" not in event
+
+
 def test_a_hung_endpoint_gets_quick_answers(start_app):
     """An endpoint that accepts connections and never answers: readiness answers at once, /produce
     within seconds, both naming the problem; shutdown still ends cleanly."""
