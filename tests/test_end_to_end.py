@@ -344,7 +344,11 @@ def test_counters_reach_browsers_throttled_and_the_last_one_always(moto_endpoint
     for start in range(0, 300, 10):
         moto_endpoint.client.send_message_batch(QueueUrl=url, Entries=[
             {"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)])
-    wait_until(lambda: listener.of("consumer_status")[-1]["stats"]["deleted"] == 300, 30, "all deleted, on the page")
+    try:
+        wait_until(lambda: listener.of("consumer_status")[-1]["stats"]["deleted"] == 300, 30, "all deleted, on the page")
+    except AssertionError as exc:   # say where it stopped
+        raise AssertionError(f"{exc}; last status {listener.of('consumer_status')[-1]['stats']}; "
+                             f"{len(listener.messages())} messages at the client; log:\n{app.logs()[-3000:]}") from None
     elapsed = time.monotonic() - started
     batches = len(listener.of("sqs_messages"))
     statuses = len(listener.of("consumer_status")) - 1
