@@ -273,12 +273,16 @@ class SqsApp:
         depths = {"messages_visible": int(attrs.get(names[0], 0)), "messages_in_flight": int(attrs.get(names[1], 0))}
         dlq_name = self.queue.dead_letter_queue_name
         if dlq_name:
-            if self._dlq_url is None:
-                self._dlq_url = self.probe_client.get_queue_url(QueueName=dlq_name)["QueueUrl"]
-            dlq = self.probe_client.get_queue_attributes(QueueUrl=self._dlq_url, AttributeNames=names[:1])
-            depths.update(dead_letter_queue=dlq_name,
-                          dead_letter_messages=int(dlq["Attributes"].get(names[0], 0)),
-                          max_receive_count=info.max_receive_count)
+            depths.update(dead_letter_queue=dlq_name, max_receive_count=info.max_receive_count)
+            try:
+                if self._dlq_url is None:
+                    self._dlq_url = self.probe_client.get_queue_url(QueueName=dlq_name)["QueueUrl"]
+                dlq = self.probe_client.get_queue_attributes(QueueUrl=self._dlq_url, AttributeNames=names[:1])
+                depths["dead_letter_messages"] = int(dlq["Attributes"].get(names[0], 0))
+            except SQS_ERRORS as exc:
+                # The app works without reading it (deleted, or no IAM rights on it): still ready.
+                self._dlq_url = None
+                depths["dead_letter_error"] = describe_error(exc)
         return depths
 
 
@@ -729,8 +733,8 @@ def main() -> int:
         elif not consumer_finished:
             log.warning("messages still in hand at exit; SQS will redeliver what was not deleted")
         if not requests_finished:
-            log.warning("a /produce request was still open at exit: its client gets no answer, and may "
-                        "have sent some of its messages")
+            log.warning("a /produce request was still open at exit (its body still arriving, or SQS slow to "
+                        "answer): its client gets no answer")
         log.info("stopped cleanly" if requests_finished and (consumer_finished or settings.backend == "embedded")
                  else "stopped")
         logging.shutdown()
@@ -742,9 +746,9 @@ def main() -> int:
             log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
             os._exit(1)
         stopping.append(signum)
+        limit = max(grace if state.consumer else 0, request_grace if state.producer else 0)
         log.info("%s received: refusing new /produce requests, finishing %s (at most %ds; Ctrl-C again "
-                 "to quit now)", signal.Signals(signum).name, what, max(grace, request_grace) if state.producer
-                 else grace)
+                 "to quit now)", signal.Signals(signum).name, what, limit)
         # Not in the handler itself: under eventlet it runs in the hub, which must keep running.
         socketio.start_background_task(finish_and_exit)
 

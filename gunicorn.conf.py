@@ -19,6 +19,13 @@ except SettingsError as exc:  # the same one-line error as `python app.py`, befo
     print(f"configuration error: {exc}", file=sys.stderr)
     sys.exit(2)
 
+if _settings.async_mode == "eventlet" and _settings.backend == "embedded":
+    # The embedded endpoint is a threaded server inside the worker, which Gunicorn's eventlet worker
+    # never lets start: the app would hang at boot.
+    print("configuration error: ASYNC_MODE=eventlet under Gunicorn needs an external SQS endpoint "
+          "(AWS_ENDPOINT_URL or SQS_BACKEND=aws); the embedded one runs with `python app.py`", file=sys.stderr)
+    sys.exit(2)
+
 bind = f"{_settings.host}:{_settings.port}"
 workers = 1
 if _settings.async_mode == "eventlet":
@@ -31,6 +38,9 @@ else:
     threads = _settings.max_browsers + 20
 # Longer than one long poll (20 s), which the consumer waits for on SIGTERM, plus the messages in hand.
 graceful_timeout = 30
+# How long the consumer may take to stop: the embedded queue ends with the process, so there is no
+# long poll worth waiting out.
+_consumer_stop_timeout = 2 if _settings.backend == "embedded" else graceful_timeout - 5
 timeout = 60
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = None
@@ -52,7 +62,7 @@ def post_worker_init(worker):
 
     def on_sigterm(signum, frame):
         if state is not None:
-            state.socketio.start_background_task(state.shutdown, graceful_timeout - 5)
+            state.socketio.start_background_task(state.shutdown, _consumer_stop_timeout)
         if callable(previous):
             previous(signum, frame)
 
@@ -63,4 +73,4 @@ def worker_exit(server, worker):
     """Last stop: make sure nothing is in hand before the worker process ends."""
     state = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("sqs_app")
     if state is not None:
-        state.stop(timeout=graceful_timeout - 5)
+        state.stop(timeout=_consumer_stop_timeout)

@@ -148,6 +148,9 @@ def _check_url(variable: str, url: str, example: str) -> None:
         port = parts.port
     except ValueError as exc:
         raise SettingsError(f"{variable} is not a valid URL ({exc}): {url!r}; for example {example}") from None
+    if parts.username is not None or parts.password is not None:
+        raise SettingsError(f"{variable} must not hold credentials (they would show in pages and logs); boto3 "
+                            f"takes them from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or its credential chain")
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not re.fullmatch(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+", host) \
             or any(c.isspace() for c in url) or (port is not None and not 1 <= port <= 65535):
@@ -163,10 +166,17 @@ def _origins(raw: str | None) -> tuple[str, ...]:
         origin = item.strip().rstrip("/").lower()
         if not origin:
             continue
-        if not re.fullmatch(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:\d{1,5})?", origin):
+        match = re.fullmatch(r"(https?)://(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::(\d{1,5}))?", origin)
+        if not match:
             raise SettingsError(f"CORS_ALLOWED_ORIGINS must list origins like https://example.com:8443 (scheme, "
                                 f"host and port only, comma-separated; '*' is not accepted: any site could "
                                 f"read the live messages); got {item.strip()!r}")
+        scheme, host, port = match.groups()
+        if port and not 1 <= int(port) <= 65535:
+            raise SettingsError(f"CORS_ALLOWED_ORIGINS: port {port} is out of range in {item.strip()!r}")
+        # Browsers leave a scheme's default port out of Origin.
+        if (scheme, port) in (("http", "80"), ("https", "443")):
+            origin = f"{scheme}://{host}"
         origins.append(origin)
     return tuple(origins)
 

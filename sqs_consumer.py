@@ -137,7 +137,7 @@ class SqsConsumer:
     queue: a queue URL, or an object with `url()` and `forget()` (resolved on every poll, so a
         queue that does not exist yet is picked up once it does).
     handler: returns normally when the message is done (it is then deleted); raises to leave it
-        for redelivery after `failure_visibility_timeout` seconds.
+        for redelivery (see `retry_after`).
     publish: optional; called once per received batch, after the handlers and before the delete,
         with what the handlers returned for the messages they finished, in order. If it raises,
         none of them is deleted: all are left for redelivery. If it returns a function, the batch
@@ -325,8 +325,8 @@ class SqsConsumer:
                 for message in done:
                     self._on_event("failed", {"message": message, "error": describe_error(exc)})
                 failed, done = failed + done, []
-        if failed and self.failure_visibility_timeout < self.visibility_timeout:
-            self._change_visibility(queue_url, failed, self.failure_visibility_timeout)
+        if failed:
+            self._retry_later(queue_url, failed)
         if done and callable(confirmation):
             self._confirming.put((confirmation, queue_url, done, len(messages)))
             return done
@@ -347,8 +347,7 @@ class SqsConsumer:
                 log.warning("confirming %d message(s) failed: %s", len(messages), describe_error(exc))
                 for message in messages:
                     self._on_event("failed", {"message": message, "error": describe_error(exc)})
-                if self.failure_visibility_timeout < self.visibility_timeout:
-                    self._change_visibility(queue_url, messages, self.failure_visibility_timeout)
+                self._retry_later(queue_url, messages)
             else:
                 self._delete(queue_url, messages)
             finally:
@@ -393,6 +392,21 @@ class SqsConsumer:
         deleted = len(messages) - len(failed)
         self._count(deleted=deleted)
         self._on_event("deleted", {"count": deleted, "failed": len(failed)})
+
+    def retry_after(self, receive_count: int) -> int:
+        """Seconds until a message that failed on its `receive_count`-th receive is received again:
+        `failure_visibility_timeout` after the first failure, then 1, 3, 7, 15 ... more (doubling), at
+        most the visibility timeout. A poison message on a queue without a dead-letter queue (or with a
+        high maxReceiveCount) is retried ever more slowly instead of spinning."""
+        return min(self.visibility_timeout, self.failure_visibility_timeout + 2 ** min(receive_count - 1, 16) - 1)
+
+    def _retry_later(self, queue_url: str, messages: list[ReceivedMessage]) -> None:
+        by_delay: dict[int, list[ReceivedMessage]] = {}
+        for message in messages:
+            by_delay.setdefault(self.retry_after(message.receive_count), []).append(message)
+        for delay, batch in by_delay.items():
+            if delay < self.visibility_timeout:   # otherwise the visibility timeout does it anyway
+                self._change_visibility(queue_url, batch, delay)
 
     def _change_visibility(self, queue_url: str, messages: list[ReceivedMessage], seconds: int) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}

@@ -168,28 +168,38 @@ class SqsProducer:
 
     def produce(self, payload: Any) -> dict:
         request = parse_request(payload)
+        try:
+            return self._produce(request)
+        except _QueueGone:
+            # Deleted (or the endpoint restarted) since it was resolved, before anything was sent:
+            # resolve it again (re-created where CREATE_QUEUE allows) and send once more.
+            return self._produce(request, retry=False)
+
+    def _produce(self, request: ProduceRequest, retry: bool = True) -> dict:
         info = self._call(self._queue.info, sent=[])
         request = check_against_queue(request, info)
-        message_ids = self._send(info, build_entries(request, info))
+        message_ids = self._send(info, build_entries(request, info), retry)
         log.info("sent %d message(s) to %s", len(message_ids), info.url)
         return {"sent": len(message_ids), "message_ids": message_ids}
 
-    def _send(self, queue: QueueInfo, entries: list[dict]) -> list[str]:
+    def _send(self, queue: QueueInfo, entries: list[dict], retry: bool = False) -> list[str]:
         message_ids: list[str] = []
         request_size = ProduceRequest(entries[0]["MessageBody"], entries[0].get("MessageAttributes", {}),
                                       1, None, None).size_bytes()
         batch_bytes = max(BATCH_BYTES, queue.max_message_size)
         per_batch = max(1, min(BATCH_SIZE, batch_bytes // max(1, request_size)))
         for start in range(0, len(entries), per_batch):
-            message_ids.extend(self._send_batch(queue.url, entries[start:start + per_batch], message_ids))
+            message_ids.extend(self._send_batch(queue.url, entries[start:start + per_batch], message_ids,
+                                                retry and not message_ids))
         return message_ids
 
-    def _send_batch(self, queue_url: str, batch: list[dict], sent: list[str]) -> list[str]:
+    def _send_batch(self, queue_url: str, batch: list[dict], sent: list[str], retry: bool = False) -> list[str]:
         ids: dict[str, str] = {}
         pending = batch
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
             response = self._call(lambda: self._client.send_message_batch(QueueUrl=queue_url, Entries=pending),
-                                  sent=sent + [ids[e["Id"]] for e in batch if e["Id"] in ids])
+                                  sent=sent + [ids[e["Id"]] for e in batch if e["Id"] in ids],
+                                  retry=retry and not ids)
             for ok in response.get("Successful", []):
                 ids[ok["Id"]] = ok["MessageId"]
             failed = response.get("Failed", [])
@@ -207,14 +217,19 @@ class SqsProducer:
         # Keep the burst's order in the answer.
         return [ids[e["Id"]] for e in batch]
 
-    def _call(self, fn, sent: list[str]):
-        """Run one SQS call; turn its failure into a 502/503 naming endpoint, region and queue."""
+    def _call(self, fn, sent: list[str], retry: bool = False):
+        """Run one SQS call; turn its failure into a 502/503 naming endpoint, region and queue
+        (_QueueGone instead when the queue is missing, nothing is sent yet and `retry` allows)."""
         try:
             return fn()
         except SQS_ERRORS as exc:
             if is_queue_missing(exc):
                 self._queue.forget()
-            if isinstance(exc, ClientError) and not is_queue_missing(exc):
+                if retry and not sent:
+                    raise _QueueGone() from exc
+            if is_queue_missing(exc):
+                status, what = 503, f"the queue {self._queue.name} does not exist"
+            elif isinstance(exc, ClientError):
                 status, what = 502, "SQS refused the request"
             elif isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
                 status, what = 503, "no AWS credentials found"
@@ -223,6 +238,10 @@ class SqsProducer:
             log.warning("%s: %s", what, describe_error(exc))
             raise ProduceError(status, f"{what}: {describe_error(exc)}", None, sent=len(sent),
                                message_ids=list(sent), **self._queue.describe()) from exc
+
+
+class _QueueGone(Exception):
+    """The queue went missing before anything of the request was sent: worth one more try."""
 
 
 def _check_chars(field: str, text: str) -> None:

@@ -57,7 +57,9 @@ async function checkSqs() {
     const response = await fetch("/readyz");
     const r = await response.json();
     if (response.ok) {
-      const dlq = r.dead_letter_queue ? ` · dead-letter queue: ${r.dead_letter_messages}` : "";
+      const dlq = !r.dead_letter_queue ? ""
+        : r.dead_letter_error ? ` · dead-letter queue ${r.dead_letter_queue}: ${r.dead_letter_error}`
+        : ` · dead-letter queue: ${r.dead_letter_messages}`;
       badge.textContent = `ready · ${r.messages_visible} waiting · ${r.messages_in_flight} in flight${dlq}`;
       badge.className = "badge on";
     } else {

@@ -182,6 +182,39 @@ def test_bad_configuration_stops_at_start_with_one_line(env, variable):
     assert len(lines) == 1 and variable in lines[0], result.stderr
 
 
+def test_gunicorn_with_eventlet_on_the_embedded_endpoint_stops_at_start_with_one_line():
+    """Gunicorn's eventlet worker never lets the embedded (threaded) endpoint start: refused, not hung."""
+    from tests.servers import GUNICORN
+
+    result = subprocess.run(GUNICORN, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "ASYNC_MODE": "eventlet"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if "configuration error" in line]
+    assert len(lines) == 1 and "ASYNC_MODE" in lines[0] and "AWS_ENDPOINT_URL" in lines[0], result.stderr
+
+
+def test_gunicorn_on_the_embedded_endpoint_stops_in_seconds(start_app):
+    from tests.servers import GUNICORN
+
+    app = start_app(command=GUNICORN, WAIT_TIME_SECONDS=20).wait_ready()
+    time.sleep(1)   # inside a 20 s long poll
+    started = time.monotonic()
+    assert app.stop() == 0
+    assert time.monotonic() - started < 8
+
+
+def test_ready_when_the_dead_letter_queue_cannot_be_read(moto_endpoint, start_app):
+    """The app works without reading its dead-letter queue (deleted, or no IAM rights on it): it stays
+    ready and says what is wrong with the dead-letter queue instead."""
+    url = moto_endpoint.create_queue(max_receive_count=3)
+    name = url.rsplit("/", 1)[1]
+    moto_endpoint.client.delete_queue(QueueUrl=moto_endpoint.client.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"])
+    app = start_app(**endpoint_env(moto_endpoint, name, APP_MODE="producer"))
+    ready = wait_until(lambda: app.get("/readyz"), 10, "an answer")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["dead_letter_queue"] == f"{name}-dlq" and "NonExistentQueue" in ready.json()["dead_letter_error"]
+
+
 def test_socket_io_client_is_served_by_the_app(moto_endpoint, start_app):
     app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="consumer"))
     response = app.get("/vendor/socket.io.min.js")

@@ -146,6 +146,30 @@ def test_number_attributes_given_as_json_numbers_reach_sqs_as_written(api):
     assert {a["DataType"] for a in message["MessageAttributes"].values()} == {"Number"}
 
 
+def test_a_queue_deleted_after_it_was_resolved_is_resolved_again(moto_endpoint):
+    """The queue goes away between two requests (deleted, or the endpoint restarted empty): the next
+    request re-creates it and is sent, instead of answering "unreachable". Without CREATE_QUEUE the
+    answer names the missing queue."""
+    from app import create_app
+    from settings import Settings
+    from tests.conftest import producer_app
+
+    name = moto_endpoint.queue_name("gone")
+    client, url = producer_app(moto_endpoint, name)
+    assert client.post("/produce", json={"message": "first"}).status_code == 200
+    moto_endpoint.client.delete_queue(QueueUrl=url)
+    response = client.post("/produce", json={"message": "second"})
+    assert response.status_code == 200, response.get_json()
+    assert [m["Body"] for m in moto_endpoint.drain(moto_endpoint.client.get_queue_url(QueueName=name)["QueueUrl"])] \
+        == ["second"]
+
+    settings = Settings.from_env({"APP_MODE": "producer", "AWS_ENDPOINT_URL": moto_endpoint.url, "CREATE_QUEUE": "false",
+                                  "QUEUE_NAME": moto_endpoint.queue_name("never")})
+    answer = create_app(settings, start_consumer=False).test_client().post("/produce", json={"message": "m"})
+    assert answer.status_code == 503 and "does not exist" in answer.get_json()["error"]
+    assert answer.get_json()["sent"] == 0
+
+
 def test_a_burst_is_sent_in_order_with_its_attributes(api):
     response = api.post("/produce", json={"message": '{"n": 1}', "count": 25,
                                           "attributes": {"user": "me", "b": {"DataType": "Binary",

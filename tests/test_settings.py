@@ -96,6 +96,8 @@ def test_consumer_name_prefers_explicit_then_pod_name():
     ({"CORS_ALLOWED_ORIGINS": "*"}, "CORS_ALLOWED_ORIGINS"),
     ({"CORS_ALLOWED_ORIGINS": "https://ok.example, https://x.example/path"}, "CORS_ALLOWED_ORIGINS"),
     ({"CORS_ALLOWED_ORIGINS": "ok.example"}, "CORS_ALLOWED_ORIGINS"),
+    ({"CORS_ALLOWED_ORIGINS": "http://a.example:99999"}, "CORS_ALLOWED_ORIGINS"),
+    ({"AWS_ENDPOINT_URL": "http://admin:s3cret@localhost:4566"}, "AWS_ENDPOINT_URL"),   # would show in pages
 ])
 def test_more_bad_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError, match=variable.split("/")[0]):
@@ -108,6 +110,9 @@ def test_edge_values_that_are_fine():
     assert Settings.from_env({"AWS_ENDPOINT_URL": "http://[::1]:4566"}).endpoint_url == "http://[::1]:4566"
     assert Settings.from_env({"CORS_ALLOWED_ORIGINS": "HTTP://A.example:8080/"}).cors_allowed_origins == \
         ("http://a.example:8080",)
+    # Browsers leave default ports out of Origin, so a listed default port must not stop a match.
+    assert Settings.from_env({"CORS_ALLOWED_ORIGINS": "http://a.example:80, https://b.example:443"}
+                             ).cors_allowed_origins == ("http://a.example", "https://b.example")
 
 
 def test_unknown_regions_are_fine_on_an_endpoint():

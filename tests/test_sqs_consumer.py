@@ -315,3 +315,26 @@ def test_short_polling_an_empty_queue_pauses_between_receives():
     time.sleep(2.5)
     consumer.stop(timeout=3)
     assert 2 <= len(calls) <= 4 and set(calls) == {0}
+
+
+def test_retries_of_a_failing_message_back_off_instead_of_spinning(moto_endpoint, consumers):
+    """No dead-letter queue: a message whose handler always fails is received at once again after its
+    first failure, then after 1, 3, 7 ... seconds, never more than the visibility timeout apart."""
+    queue = moto_endpoint.create_queue()   # no redrive policy
+    moto_endpoint.client.send_message(QueueUrl=queue, MessageBody="poison")
+    calls: list[float] = []
+
+    def handler(message):
+        calls.append(time.monotonic())
+        raise RuntimeError("always fails")
+
+    consumer = make_consumer(moto_endpoint, queue, handler, visibility_timeout=5)
+    consumers.append(consumer)
+    assert [consumer.retry_after(n) for n in (1, 2, 3, 4, 5, 40)] == [0, 1, 3, 5, 5, 5]
+    consumer.start()
+    time.sleep(6)
+    consumer.stop(5)
+    # receives at about 0, 0, 1 and 4 s: four, where an immediate retry made hundreds
+    assert 3 <= len(calls) <= 5, len(calls)
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert gaps[-1] >= 2, gaps
