@@ -191,9 +191,10 @@ class SqsConsumer:
         self._start_lock = threading.Lock()
         self._in_hand: dict[str, str] = {}       # receipt handle -> message id
         self._in_hand_lock = threading.Lock()
-        # Batches published and waiting for their confirmation before the delete; at most one per
-        # poller queued, so a slow confirmation holds back receiving instead of piling messages up.
-        self._confirming: Queue = Queue(maxsize=concurrency)
+        # Batches published and waiting for their confirmation before the delete; at most two per
+        # poller queued (one smooths out the confirmation round trips: drain with one poller 0.55 ->
+        # 0.66 of a bare loop), so a slow confirmation holds back receiving instead of piling up messages.
+        self._confirming: Queue = Queue(maxsize=2 * concurrency)
         self._confirm_loops_running = 0
 
     # -- lifecycle ---------------------------------------------------------------------------

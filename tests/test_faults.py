@@ -48,9 +48,9 @@ def test_kill_9_mid_drain_loses_nothing_and_marks_redeliveries(localstack_endpoi
     for event in seen:
         counts[event["id"]] = counts.get(event["id"], 0) + 1
     duplicates = {i for i, n in counts.items() if n > 1}
-    # In flight at most: the batch being handled, one queued for its browsers' confirmation and the one
-    # being confirmed (POLLERS=1, 10 messages each).
-    assert len(duplicates) <= in_flight_at_kill <= 30, "only what was in flight at the kill may come twice"
+    # In flight at most: the batch being handled, two queued for their browsers' confirmation and the
+    # one being confirmed (POLLERS=1, 10 messages each).
+    assert len(duplicates) <= in_flight_at_kill <= 40, "only what was in flight at the kill may come twice"
     by_first = {e["id"] for e in seen if e["consumer"] == "first"}
     assert duplicates <= by_first and all(counts[i] == 2 for i in duplicates)
     for event in seen:
