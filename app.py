@@ -44,7 +44,7 @@ from werkzeug.wsgi import ClosingIterator  # noqa: E402
 
 from settings import Settings, SettingsError  # noqa: E402
 from sqs_consumer import ReceivedMessage, SqsConsumer  # noqa: E402
-from sqs_producer import JsonNumber, ProduceError, SqsProducer  # noqa: E402
+from sqs_producer import JsonInt, JsonNumber, ProduceError, SqsProducer  # noqa: E402
 from sqs_queue import SQS_ERRORS, EmbeddedSqs, QueueBusy, SqsQueue, describe_error, make_client  # noqa: E402
 
 log = logging.getLogger("app")
@@ -64,6 +64,9 @@ STATUS_INTERVAL = 0.25   # seconds between counter updates sent to browsers
 # How long a batch waits for the browsers' confirmations before it is deleted anyway; a browser that
 # misses it is not waited for again until it has caught up.
 CONFIRM_TIMEOUT = 5.0
+# After SIGTERM, a /produce burst still sending stops this many seconds later, between two SQS calls,
+# and answers 503 with what it sent (inside Gunicorn's 30 s and the pod's 60 s grace).
+STOP_SENDING_AFTER = 15
 
 
 class SimulatedFailure(Exception):
@@ -204,6 +207,8 @@ class SqsApp:
         the server waiting for its grace period. True if all finished."""
         with self._requests_lock:
             self.stopping = True
+        if self.producer:
+            self.producer.stop_sending_at = time.monotonic() + STOP_SENDING_AFTER
         finished = self.stop(timeout)
         server = self.socketio.server
         for sid, _ in list(server.manager.get_participants("/", None)):
@@ -211,12 +216,11 @@ class SqsApp:
         return finished
 
     def begin_request(self) -> bool:
-        """A /produce request starts; False once the app is stopping (the request is refused)."""
+        """A /produce request starts, and counts until end_request; False once the app is stopping
+        (the request is refused, and its refusal counts until written)."""
         with self._requests_lock:
-            if self.stopping:
-                return False
             self._requests_in_flight += 1
-            return True
+            return not self.stopping
 
     def end_request(self) -> None:
         """Its answer is written (see _Draining)."""
@@ -535,11 +539,12 @@ class _Draining:
             return self.wsgi_app(environ, start_response)
         if not self.state.begin_request():
             body = json.dumps({"error": "this instance is shutting down: nothing was sent; retry (another "
-                                        "instance, or this one once restarted)", "field": None}).encode()
+                                        "instance, or this one once restarted)", "field": None,
+                               "sent": 0, "message_ids": []}).encode()
             start_response("503 Service Unavailable", [
                 ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                 ("Retry-After", "1"), ("Connection", "close")])
-            return [body]
+            return ClosingIterator([body], [self.state.end_request])
         try:
             return ClosingIterator(self.wsgi_app(environ, start_response), [self.state.end_request])
         except BaseException:
@@ -629,10 +634,10 @@ def _first_duplicate(value, path: str = "") -> DuplicateKey | None:
 MAX_NUMBER_DIGITS = 1000   # far more than SQS takes (38 significant digits)
 
 
-def _whole_number(text: str) -> int:
+def _whole_number(text: str) -> JsonInt:
     if len(text) > MAX_NUMBER_DIGITS:
         raise ValueError(f"a number of {len(text)} digits; at most {MAX_NUMBER_DIGITS}")
-    return int(text)
+    return JsonInt(text)
 
 
 def _no_constants(name):
@@ -721,9 +726,11 @@ def main() -> int:
     else:
         grace, what = settings.wait_time_seconds + settings.visibility_timeout, \
             "the long poll in flight and the messages in hand"
-    what = f"{what} and open /produce requests" if state.consumer else "open /produce requests"
-    # A /produce request is bounded by its SQS client: two tries of at most 2 + 5 s.
-    request_grace = 20
+    what = {(True, True): f"{what} and open /produce requests", (True, False): what,
+            (False, True): "open /produce requests"}[bool(state.consumer), bool(state.producer)]
+    # A burst still sending when the app stops ends at STOP_SENDING_AFTER with an answer saying how
+    # many it sent; one SQS call takes at most two tries of 2 + 5 s after that.
+    request_grace = STOP_SENDING_AFTER + 15
 
     def finish_and_exit():
         consumer_finished = state.shutdown(timeout=grace)

@@ -15,6 +15,7 @@ import base64
 import binascii
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,6 +62,15 @@ def invalid(field: str, message: str, status: int = 400) -> ProduceError:
 class JsonNumber(float):
     """A JSON fraction that keeps its text: a Number attribute sent as 1e2 or 0.1000000000000000000001
     must reach SQS as written, not as Python's float of it ("100.0", "0.1")."""
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class JsonInt(int):
+    """A JSON whole number that keeps its text, for the same reason (-0 stays "-0")."""
 
     def __new__(cls, text: str):
         number = super().__new__(cls, text)
@@ -165,6 +175,9 @@ class SqsProducer:
     def __init__(self, client, queue):
         self._client = client
         self._queue = queue   # sqs_queue.SqsQueue
+        # Set when the app stops (time.monotonic()): a burst still sending then stops between two
+        # SQS calls and answers 503 with what it sent, rather than being cut off with no answer.
+        self.stop_sending_at: float | None = None
 
     def produce(self, payload: Any) -> dict:
         request = parse_request(payload)
@@ -189,6 +202,10 @@ class SqsProducer:
         batch_bytes = max(BATCH_BYTES, queue.max_message_size)
         per_batch = max(1, min(BATCH_SIZE, batch_bytes // max(1, request_size)))
         for start in range(0, len(entries), per_batch):
+            if self.stop_sending_at is not None and time.monotonic() >= self.stop_sending_at:
+                raise ProduceError(503, f"the app is shutting down: sent {len(message_ids)} of {len(entries)}; "
+                                        f"send the rest again", None, sent=len(message_ids),
+                                   message_ids=message_ids, **self._queue.describe())
             message_ids.extend(self._send_batch(queue.url, entries[start:start + per_batch], message_ids,
                                                 retry and not message_ids))
         return message_ids

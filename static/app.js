@@ -136,8 +136,10 @@ function renderMessage(item) {
   li.dataset.id = m.id;
   // The body exactly as received: re-serialising parsed JSON would change numbers and keys.
   // The server shortens long bodies (more so in history); body_chars is then the whole length.
-  const length = m.body_truncated ? m.body_chars : m.body.length;
-  const body = length > BODY_CHARS ? m.body.slice(0, BODY_CHARS) + ` … (${length - BODY_CHARS} more characters)` : m.body;
+  // Characters as the server counts them (code points: an emoji is one, not two UTF-16 units).
+  const chars = m.body.length > BODY_CHARS ? Array.from(m.body) : null;
+  const length = m.body_truncated ? m.body_chars : (chars ? chars.length : m.body.length);
+  const body = length > BODY_CHARS ? chars.slice(0, BODY_CHARS).join("") + ` … (${length - BODY_CHARS} more characters)` : m.body;
   li.appendChild(el("pre", "body", body));
   if (m.is_json) li.firstChild.appendChild(el("span", "tag", "JSON"));
   const names = Object.keys(m.attributes || {});

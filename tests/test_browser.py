@@ -205,4 +205,11 @@ def test_long_bodies_say_how_much_is_not_shown_live_and_in_history(moto_endpoint
     late.goto(app.base_url)
     history_row = late.wait_for_selector("#messages li", timeout=15000)
     assert "(13000 more characters)" in history_row.text_content()
+    # Characters, not UTF-16 units: 1,500 emoji are under the 2,000 shown; 2,500 are 500 over.
+    for rows, (count, hidden) in enumerate(((1500, None), (2500, 500)), start=2):
+        assert app.post("/produce", json={"message": "\U0001F600" * count}).status_code == 200
+        live.locator("#messages li").nth(rows - 1).wait_for(timeout=15000)
+        text = live.text_content("#messages li:nth-child(1) pre")
+        assert text.count("\U0001F600") == min(count, 2000), text[:80]
+        assert (f"({hidden} more characters)" in text) if hidden else "more characters" not in text
     assert live.errors == [] and late.errors == []

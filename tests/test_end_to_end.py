@@ -364,6 +364,32 @@ def test_sigterm_under_continuous_load_answers_every_accepted_request_and_exits_
     assert moto_endpoint.depth(url) == sum(sent), "the queue holds exactly what the clients were told was sent"
 
 
+def test_sigterm_during_a_long_burst_answers_what_it_sent(moto_endpoint, start_app):
+    """A burst of 1,000 bodies of 250 KB (four per SQS call) when SIGTERM comes: it finishes, or stops
+    between two calls STOP_SENDING_AFTER seconds later and answers 503 with how many it sent. Either
+    way the answer arrives, the process exits 0, and the queue holds exactly what the answer says."""
+    import threading
+
+    from app import STOP_SENDING_AFTER
+
+    app = start_app(**endpoint_env(moto_endpoint, moto_endpoint.queue_name(), APP_MODE="producer"))
+    url = app.wait_ready().get("/readyz").json()["queue_url"]
+    answers = []
+    sender = threading.Thread(target=lambda: answers.append(
+        app.post("/produce", json={"message": "b" * 250_000, "count": 1000}, timeout=90)))
+    sender.start()
+    wait_until(lambda: moto_endpoint.depth(url) > 0, 20, "the burst under way")
+    started = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.proc.wait(60) == 0
+    sender.join(10)
+    assert time.monotonic() - started < STOP_SENDING_AFTER + 10
+    [answer] = answers
+    body = answer.json()
+    assert answer.status_code == 200 or (answer.status_code == 503 and "shutting down" in body["error"]), body
+    assert len(body["message_ids"]) == body["sent"] == moto_endpoint.depth(url)
+
+
 def test_counters_reach_browsers_throttled_and_the_last_one_always(moto_endpoint, start_app, listen):
     """One consumer_status per batch would be half of every browser's frames under a backlog: they are
     sent at most every STATUS_INTERVAL, and the last one (all deleted) always arrives."""

@@ -135,7 +135,7 @@ def test_a_5000_digit_number_is_refused_in_plain_words(api):
 def test_number_attributes_given_as_json_numbers_reach_sqs_as_written(api):
     """JSON numbers are not read as Python floats: 1e2 stays "1e2", not "100.0", and 38 significant
     digits are not rounded to 17."""
-    written = ["1e2", "-0.5", "12345678901234567890.123456789012345678", "7", "1.50", "-2E-3"]
+    written = ["1e2", "-0.5", "12345678901234567890.123456789012345678", "7", "1.50", "-2E-3", "-0", "-0.0"]
     attributes = ", ".join(f'"n{i}": {text}' for i, text in enumerate(written))
     response = api.post("/produce", data='{"message": "m", "attributes": {%s}}' % attributes,
                         content_type="application/json")

@@ -5,7 +5,7 @@ import base64
 import pytest
 
 from sqs_producer import (DEFAULT_GROUP_ID, ProduceError, ProduceRequest, build_entries, check_against_queue,
-                          parse_request)
+                          SqsProducer, parse_request)
 from sqs_queue import QueueInfo
 from tests.bad_requests import BAD_FIFO_PAYLOADS, BAD_PAYLOADS
 
@@ -103,3 +103,36 @@ def test_number_attributes_follow_the_sqs_range(value, ok):
         with pytest.raises(ProduceError) as raised:
             parse_request(payload)
         assert raised.value.field == "attributes.n"
+
+
+def test_a_burst_stops_between_calls_once_the_app_is_stopping_and_says_what_it_sent(moto_endpoint):
+    """Shutdown sets stop_sending_at: the burst stops before its next SQS call and the error carries
+    exactly the ids sent, which are exactly what the queue holds."""
+    import time
+
+    from settings import Settings
+    from sqs_queue import SqsQueue
+
+    url = moto_endpoint.create_queue()
+    settings = Settings.from_env({"AWS_ENDPOINT_URL": moto_endpoint.url, "QUEUE_URL": url, "CREATE_QUEUE": "false"})
+    client = moto_endpoint.client
+    producer = SqsProducer(client, SqsQueue(client, settings, moto_endpoint.url))
+    calls = []
+    send = client.send_message_batch
+
+    def counting_send(**kwargs):
+        calls.append(len(kwargs["Entries"]))
+        if len(calls) == 3:
+            producer.stop_sending_at = time.monotonic()   # SIGTERM arrives during the third call
+        return send(**kwargs)
+
+    client.send_message_batch = counting_send
+    try:
+        with pytest.raises(ProduceError) as raised:
+            producer.produce({"message": "x" * 200_000, "count": 50})
+    finally:
+        del client.send_message_batch
+    error = raised.value
+    assert error.status == 503 and "shutting down" in error.message
+    assert error.details["sent"] == sum(calls) == len(error.details["message_ids"]) < 50
+    assert moto_endpoint.depth(url) == error.details["sent"]
