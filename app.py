@@ -67,6 +67,7 @@ CONFIRM_TIMEOUT = 5.0
 # After SIGTERM, a /produce burst still sending stops this many seconds later, between two SQS calls,
 # and answers 503 with what it sent (inside Gunicorn's 30 s and the pod's 60 s grace).
 STOP_SENDING_AFTER = 15
+EMBEDDED_STOP_SECONDS = 2
 
 
 class SimulatedFailure(Exception):
@@ -199,6 +200,11 @@ class SqsApp:
                         describe_error(exc))
 
     def stop(self, timeout: float) -> bool:
+        """Stop the consumer, waiting at most `timeout` (the long poll in flight and the messages in
+        hand). On the embedded endpoint at most EMBEDDED_STOP_SECONDS: its queue ends with this
+        process, so there is nothing to hand back and no long poll worth waiting out."""
+        if self.embedded:
+            timeout = min(timeout, EMBEDDED_STOP_SECONDS)
         return self.consumer.stop(timeout) if self.consumer else True
 
     def shutdown(self, timeout: float) -> bool:
@@ -634,10 +640,16 @@ def _first_duplicate(value, path: str = "") -> DuplicateKey | None:
 MAX_NUMBER_DIGITS = 1000   # far more than SQS takes (38 significant digits)
 
 
-def _whole_number(text: str) -> JsonInt:
-    if len(text) > MAX_NUMBER_DIGITS:
-        raise ValueError(f"a number of {len(text)} digits; at most {MAX_NUMBER_DIGITS}")
-    return JsonInt(text)
+def _exact(number_type, unit: str):
+    """A parse_int / parse_float for json.loads that keeps each number's text (see sqs_producer)."""
+    def parse(text: str):
+        if len(text) > MAX_NUMBER_DIGITS:
+            raise ValueError(f"a number of {len(text)} {unit}; at most {MAX_NUMBER_DIGITS}")
+        return number_type(text)
+    return parse
+
+
+_EXACT_INT, _EXACT_FRACTION = _exact(JsonInt, "digits"), _exact(JsonNumber, "characters")
 
 
 def _no_constants(name):
@@ -649,20 +661,14 @@ def strict_json(text: str, request_body: bool = False):
     since browsers cannot parse them back (one such value would break every page's live view).
     A request body also refuses keys given twice, and keeps each fraction exactly as written
     (`JsonNumber`), so a Number attribute sent as 1e2 reaches SQS as 1e2."""
-    value = json.loads(text, parse_constant=_no_constants, parse_int=_whole_number,
-                       **({"object_pairs_hook": _keep_duplicates, "parse_float": _json_number} if request_body
+    value = json.loads(text, parse_constant=_no_constants, parse_int=_EXACT_INT,
+                       **({"object_pairs_hook": _keep_duplicates, "parse_float": _EXACT_FRACTION} if request_body
                           else {}))
     json.dumps(value, allow_nan=False)   # 1e400 parses to inf: refuse it here
     duplicate = _first_duplicate(value) if request_body else None
     if duplicate:
         raise duplicate
     return value
-
-
-def _json_number(text: str) -> JsonNumber:
-    if len(text) > MAX_NUMBER_DIGITS:
-        raise ValueError(f"a number of {len(text)} characters; at most {MAX_NUMBER_DIGITS}")
-    return JsonNumber(text)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -719,13 +725,11 @@ def main() -> int:
 
     stopping = []
 
-    if settings.backend == "embedded":
-        # The embedded queue ends with this process: nothing is left to redeliver, so waiting out the
-        # long poll (up to 20 s) after Ctrl-C would only be waiting.
-        grace, what = 2, "the messages in hand (the embedded queue ends with this process)"
+    grace = settings.wait_time_seconds + settings.visibility_timeout
+    if settings.backend == "embedded":   # see SqsApp.stop
+        grace, what = EMBEDDED_STOP_SECONDS, "the messages in hand (the embedded queue ends with this process)"
     else:
-        grace, what = settings.wait_time_seconds + settings.visibility_timeout, \
-            "the long poll in flight and the messages in hand"
+        what = "the long poll in flight and the messages in hand"
     what = {(True, True): f"{what} and open /produce requests", (True, False): what,
             (False, True): "open /produce requests"}[bool(state.consumer), bool(state.producer)]
     # A burst still sending when the app stops ends at STOP_SENDING_AFTER with an answer saying how

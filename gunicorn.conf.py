@@ -38,9 +38,6 @@ else:
     threads = _settings.max_browsers + 20
 # Longer than one long poll (20 s), which the consumer waits for on SIGTERM, plus the messages in hand.
 graceful_timeout = 30
-# How long the consumer may take to stop: the embedded queue ends with the process, so there is no
-# long poll worth waiting out.
-_consumer_stop_timeout = 2 if _settings.backend == "embedded" else graceful_timeout - 5
 timeout = 60
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = None
@@ -62,7 +59,7 @@ def post_worker_init(worker):
 
     def on_sigterm(signum, frame):
         if state is not None:
-            state.socketio.start_background_task(state.shutdown, _consumer_stop_timeout)
+            state.socketio.start_background_task(state.shutdown, graceful_timeout - 5)
         if callable(previous):
             previous(signum, frame)
 
@@ -73,4 +70,4 @@ def worker_exit(server, worker):
     """Last stop: make sure nothing is in hand before the worker process ends."""
     state = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("sqs_app")
     if state is not None:
-        state.stop(timeout=_consumer_stop_timeout)
+        state.stop(timeout=graceful_timeout - 5)

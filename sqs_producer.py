@@ -59,23 +59,20 @@ def invalid(field: str, message: str, status: int = 400) -> ProduceError:
     return ProduceError(status, message, field)
 
 
-class JsonNumber(float):
+class _KeepsText:
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class JsonNumber(_KeepsText, float):
     """A JSON fraction that keeps its text: a Number attribute sent as 1e2 or 0.1000000000000000000001
     must reach SQS as written, not as Python's float of it ("100.0", "0.1")."""
 
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
-
-class JsonInt(int):
+class JsonInt(_KeepsText, int):
     """A JSON whole number that keeps its text, for the same reason (-0 stays "-0")."""
-
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
 
 @dataclass(frozen=True)
@@ -206,8 +203,7 @@ class SqsProducer:
                 raise ProduceError(503, f"the app is shutting down: sent {len(message_ids)} of {len(entries)}; "
                                         f"send the rest again", None, sent=len(message_ids),
                                    message_ids=message_ids, **self._queue.describe())
-            message_ids.extend(self._send_batch(queue.url, entries[start:start + per_batch], message_ids,
-                                                retry and not message_ids))
+            message_ids.extend(self._send_batch(queue.url, entries[start:start + per_batch], message_ids, retry))
         return message_ids
 
     def _send_batch(self, queue_url: str, batch: list[dict], sent: list[str], retry: bool = False) -> list[str]:
@@ -215,8 +211,7 @@ class SqsProducer:
         pending = batch
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
             response = self._call(lambda: self._client.send_message_batch(QueueUrl=queue_url, Entries=pending),
-                                  sent=sent + [ids[e["Id"]] for e in batch if e["Id"] in ids],
-                                  retry=retry and not ids)
+                                  sent=sent + [ids[e["Id"]] for e in batch if e["Id"] in ids], retry=retry)
             for ok in response.get("Successful", []):
                 ids[ok["Id"]] = ok["MessageId"]
             failed = response.get("Failed", [])
@@ -244,7 +239,6 @@ class SqsProducer:
                 self._queue.forget()
                 if retry and not sent:
                     raise _QueueGone() from exc
-            if is_queue_missing(exc):
                 status, what = 503, f"the queue {self._queue.name} does not exist"
             elif isinstance(exc, ClientError):
                 status, what = 502, "SQS refused the request"
